@@ -1,0 +1,1 @@
+"""The FastAPI service and everything product-specific: auth, domains, webhooks, jobs, the CLI."""

@@ -1,0 +1,1 @@
+"""Settings, logging and the database engine: what every other package reads, importing none of them."""

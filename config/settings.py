@@ -1,0 +1,140 @@
+"""One `Settings` object, read from the environment and `.env`, validated at startup.
+
+Production refuses to start with a missing or placeholder secret; the error names the variable so an
+operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", "changethis", "secret", "xxx", "todo", "..."})
+"""Values that mean "somebody forgot to set this"; refused for secrets in production."""
+
+SECRET_FIELDS = (
+    "clerk_webhook_secret",
+    "openrouter_api_key",
+    "resend_api_key",
+    "resend_webhook_secret",
+    "stripe_webhook_secret",
+    "autumn_secret_key",
+    "r2_access_key_id",
+    "r2_secret_access_key",
+    "metrics_token",
+)
+"""Secrets that are optional, but when set in production must not be placeholders."""
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = Environment.development
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    log_level: str = "INFO"
+    slow_query_ms: float = Field(default=200.0, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    clerk_jwt_issuer_domain: str | None = None
+    clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    clerk_webhook_secret: str | None = None
+    jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=60.0, ge=0)
+
+    openrouter_api_key: str | None = None
+    openrouter_model: str = "openai/gpt-4o-mini"
+    openrouter_base_url: str | None = None
+    openrouter_fallback_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    app_url: str = "https://github.com/turbokit/turbokit-backend"
+    app_name: str = "TurboKit"
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0)
+
+    resend_api_key: str | None = None
+    resend_webhook_secret: str | None = None
+    email_from: str = "TurboKit <noreply@example.com>"
+    stripe_webhook_secret: str | None = None
+    autumn_secret_key: str | None = None
+
+    r2_access_key_id: str | None = None
+    r2_secret_access_key: str | None = None
+    r2_bucket_name: str | None = None
+    r2_endpoint_url: str | None = None
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+
+    credits_per_usd: int = Field(default=1000, gt=0)
+    metrics_token: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("clerk_authorized_parties", "openrouter_fallback_models"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = [part.strip() for part in value.split(",") if part.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Self:
+        if self.environment is not Environment.production:
+            return self
+        if not self.clerk_jwt_issuer_domain:
+            raise SettingsError(
+                "CLERK_JWT_ISSUER_DOMAIN must be set when ENVIRONMENT=production "
+                "(development tokens are refused in production)"
+            )
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value.strip().lower() in PLACEHOLDERS:
+                raise SettingsError(f"{name.upper()} is a placeholder; set a real value")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under DATA_DIR."""
+        if self.database_url:
+            return _async_driver(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'turbokit.db').resolve()}"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openrouter_api_key or self.openrouter_base_url)
+
+
+def _async_driver(url: str) -> str:
+    """Accept the URLs operators paste (postgres://, sqlite://) and pick the async driver."""
+    for prefix, replacement in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
