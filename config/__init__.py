@@ -1,1 +1,1 @@
-"""Settings, logging and the database engine: what every other package reads, importing none of them."""
+"""Settings, logging, ids and the database engine: read by every other package, importing none."""

@@ -70,6 +70,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def dialect_name(session: AsyncSession) -> str:
+    """'sqlite' or 'postgresql': where SQL differs (full-text search, upserts)."""
+    return session.get_bind().dialect.name
+
+
 class Database:
     """Owns the engine; hands out read and write sessions that commit or roll back as a unit."""
 

@@ -14,7 +14,9 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PLACEHOLDERS = frozenset({"", "changeme", "change-me", "changethis", "secret", "xxx", "todo", "..."})
+PLACEHOLDERS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "xxx", "todo", "..."}
+)
 """Values that mean "somebody forgot to set this"; refused for secrets in production."""
 
 SECRET_FIELDS = (

@@ -1,0 +1,115 @@
+"""The app factory and its lifespan: settings, database, token verifier, routes, error contract."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from backend import migrations
+from backend.auth import make_verifier
+from backend.errors import install_error_handlers
+from backend.middleware import RequestIdMiddleware
+from backend.projects.routes import router as projects_router
+from backend.users.routes import router as users_router
+from config.database import Database
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+
+log = logging.getLogger("turbokit.app")
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+    """Build the service. `migrate` defaults to True on the embedded SQLite database, so a fresh
+    checkout serves with zero setup; PostgreSQL deployments run `turbokit migrate` explicitly."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings)
+        should_migrate = db.is_sqlite if migrate is None else migrate
+        if should_migrate:
+            await migrations.upgrade(db)
+        app.state.settings = settings
+        app.state.db = db
+        app.state.verifier = make_verifier(settings)
+        log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))
+        try:
+            yield
+        finally:
+            aclose = getattr(app.state.verifier, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="TurboKit",
+        version="0.1.0",
+        description="AI agent service: threads, tools, streamed chat, metered LLM calls.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
+    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], responses=_READY_DOC)
+    app.include_router(users_router)
+    app.include_router(projects_router)
+    return app
+
+
+_READY_DOC: dict[int | str, dict[str, Any]] = {503: {"description": "A dependency is down"}}
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the database (and Redis, when configured) answer; 503 naming what is down."""
+    checks = {"database": await _database_ok(request.app.state.db)}
+    settings: Settings = request.app.state.settings
+    if settings.redis_url:
+        checks["redis"] = await _redis_ok(settings.redis_url)
+    ready = all(checks.values())
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _database_ok(db: Database) -> bool:
+    try:
+        async with db.read() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception:
+        log.exception("readiness: database check failed")
+        return False
+    return True
+
+
+async def _redis_ok(url: str) -> bool:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        log.exception("readiness: redis check failed")
+        return False
+    finally:
+        await client.aclose()
+
+
+def _safe_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+
+
+def configure(settings: Settings | None = None) -> FastAPI:
+    """Entry point for uvicorn's `--factory`: logging first, then the app."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,91 @@
+"""The dependencies routes name in their signatures: `SessionDep`, `CurrentUser`, `AdminUser`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Identity, TokenVerifier, bearer_token
+from backend.errors import AppError, unauthenticated
+from backend.users import service as users
+from backend.users.models import User
+from config.database import Database
+from config.settings import Settings
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_bearer = HTTPBearer(auto_error=False, description="A Clerk session token, or `turbokit token`")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read session for safe methods, a write session (committed before the response is sent)
+    for the rest."""
+    db = get_db(request)
+    if request.method in _READ_METHODS:
+        async with db.read() as session:
+            session.info["write"] = False
+            yield session
+    else:
+        async with db.write() as session:
+            session.info["write"] = True
+            yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_identity(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    if credentials is None:
+        raise unauthenticated("Missing bearer token")
+    token = bearer_token(f"{credentials.scheme} {credentials.credentials}")
+    verifier: TokenVerifier = request.app.state.verifier
+    return await verifier.verify(token)
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
+async def get_current_user(identity: IdentityDep, session: SessionDep, db: DatabaseDep) -> User:
+    user = await users.get_by_clerk_id(session, identity.subject)
+    if user is None:
+        user = await _provision(identity, session, db)
+    if user.deleted_at is not None:
+        raise unauthenticated("This account has been deleted")
+    return user
+
+
+async def _provision(identity: Identity, session: AsyncSession, db: Database) -> User:
+    if session.info.get("write"):
+        return await users.provision(session, identity)
+    async with db.write() as write_session:
+        return await users.provision(write_session, identity)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser, identity: IdentityDep) -> User:
+    if not (identity.is_admin or user.role == "admin"):
+        raise AppError("FORBIDDEN", "Admin role required", 403)
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]

@@ -1,0 +1,62 @@
+"""Finding, provisioning, updating and soft-deleting users."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Identity
+from backend.users.models import User
+from backend.users.schemas import UserUpdate
+from config.database import dialect_name, utcnow
+from config.ids import new_id
+
+
+async def get_by_clerk_id(session: AsyncSession, clerk_id: str) -> User | None:
+    result = await session.execute(select(User).where(User.clerk_id == clerk_id))
+    return result.scalar_one_or_none()
+
+
+async def provision(session: AsyncSession, identity: Identity) -> User:
+    """The user for this identity, created on first sight; racing first requests make one row."""
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    now = utcnow()
+    statement = (
+        insert(User)
+        .values(
+            id=new_id("usr"),
+            clerk_id=identity.subject,
+            email=identity.email,
+            name=identity.name,
+            image_url=identity.image_url,
+            plan="free",
+            credits=0,
+            onboarding_completed=False,
+            role="admin" if identity.is_admin else "user",
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["clerk_id"])
+    )
+    await session.execute(statement)
+    user = await get_by_clerk_id(session, identity.subject)
+    assert user is not None
+    return user
+
+
+async def update(session: AsyncSession, user: User, changes: UserUpdate) -> User:
+    data = changes.model_dump(exclude_unset=True, mode="json")
+    for field, value in data.items():
+        setattr(user, field, value)
+    if data:
+        user.updated_at = utcnow()
+    await session.flush()
+    return user
+
+
+async def soft_delete(session: AsyncSession, user: User) -> None:
+    user.deleted_at = utcnow()
+    user.updated_at = user.deleted_at
+    await session.flush()
