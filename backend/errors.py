@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("turbokit.errors")
 
@@ -30,6 +32,40 @@ _CODES_BY_STATUS = {
     502: "UPSTREAM_ERROR",
     503: "UNAVAILABLE",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    data: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (documented in the OpenAPI schema)."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid or expired bearer token",
+    402: "Not enough credits",
+    403: "Not allowed",
+    404: "Not found (or not yours)",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Invalid input",
+    429: "Rate limited",
+    502: "Upstream failure",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting the contract's error body for these statuses."""
+    return {
+        status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
 
 
 class AppError(Exception):
@@ -97,11 +133,27 @@ async def _on_validation_error(_request: Request, exc: RequestValidationError) -
     return error_response(AppError("VALIDATION_ERROR", message, 422, {"errors": errors}))
 
 
-async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = _CODES_BY_STATUS.get(exc.status_code, "ERROR")
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status = exc.status_code
+    if status == 400:  # the framework could not decode the body (e.g. not UTF-8)
+        status = 422
+    code = _CODES_BY_STATUS.get(status, "ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").capitalize()
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(AppError(code, message, exc.status_code, headers=headers))
+    headers = dict(exc.headers) if exc.headers else {}
+    if status == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    data = {"errors": [{"loc": ["body"], "msg": message}]} if status == 422 else None
+    return error_response(AppError(code, message, status, data, headers=headers or None))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route offers for this path; Starlette names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from backend.deps import CurrentUser, SessionDep
-from backend.errors import not_found
+from backend.errors import error_responses, not_found
 from backend.pagination import Page, PageParams, page_params
 from backend.projects import service
 from backend.projects.models import Project
@@ -18,7 +18,8 @@ from backend.projects.schemas import (
 )
 from config.ids import id_pattern
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"])
+router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=error_responses(401, 422))
+NOT_FOUND = error_responses(404)
 
 ProjectId = Annotated[
     str, Path(pattern=id_pattern("prj"), examples=["prj_01JD0000000000000000000000"])
@@ -46,7 +47,7 @@ async def create_project(
 async def list_projects(
     user: CurrentUser,
     session: SessionDep,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Annotated[PageParams, Depends(page_params("prj"))],
     status: ProjectStatus | None = None,
 ) -> Page[ProjectPublic]:
     rows, cursor = await service.list_page(session, user.id, page, status)
@@ -65,19 +66,19 @@ async def search_projects(
     return ProjectSearchResults(items=[ProjectPublic.model_validate(r) for r in rows])
 
 
-@router.get("/{project_id}")
+@router.get("/{project_id}", responses=NOT_FOUND)
 async def get_project(project: OwnedProject) -> ProjectPublic:
     return ProjectPublic.model_validate(project)
 
 
-@router.patch("/{project_id}")
+@router.patch("/{project_id}", responses=NOT_FOUND)
 async def update_project(
     changes: ProjectUpdate, project: OwnedProject, session: SessionDep
 ) -> ProjectPublic:
     return ProjectPublic.model_validate(await service.update(session, project, changes))
 
 
-@router.delete("/{project_id}", status_code=204)
+@router.delete("/{project_id}", status_code=204, responses=NOT_FOUND)
 async def delete_project(project: OwnedProject, session: SessionDep) -> Response:
     await service.delete(session, project)
     return Response(status_code=204)

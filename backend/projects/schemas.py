@@ -3,57 +3,44 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from backend.schemas import reject_nulls
 
 ProjectStatus = Literal["active", "archived", "draft"]
+NOT_BLANK = r"\S"
 
 
 class ProjectSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     is_public: bool = False
     allow_comments: bool = True
 
 
 class ProjectCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
     description: str | None = Field(default=None, max_length=10_000)
     status: ProjectStatus = "active"
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
 
-    @field_validator("name")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
-
 
 class ProjectUpdate(BaseModel):
-    """Every field optional; a field sent as null (other than description) is refused."""
+    """Every field optional; only `description` may be null (to clear it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=200, pattern=NOT_BLANK
+    )
     description: str | None = Field(default=None, max_length=10_000)
-    status: ProjectStatus | None = None
-    settings: ProjectSettings | None = None
+    status: ProjectStatus | SkipJsonSchema[None] = None
+    settings: ProjectSettings | SkipJsonSchema[None] = None
 
-    @field_validator("name", "status", "settings", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    _no_nulls = model_validator(mode="before")(reject_nulls("name", "status", "settings"))
 
 
 class ProjectPublic(BaseModel):

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.pagination import PageParams, decode_cursor, next_cursor
+from backend.pagination import PageParams, next_cursor
 from backend.projects.models import Project
 from backend.projects.schemas import ProjectCreate, ProjectStatus, ProjectUpdate
 from config.database import dialect_name, utcnow
@@ -45,7 +45,7 @@ async def list_page(
     if status is not None:
         query = query.where(Project.status == status)
     if page.cursor is not None:
-        query = query.where(Project.id < decode_cursor(page.cursor, "prj"))
+        query = query.where(Project.id < page.cursor)
     rows = list(await session.scalars(query.order_by(Project.id.desc()).limit(page.limit + 1)))
     return rows[: page.limit], next_cursor([row.id for row in rows], page.limit)
 

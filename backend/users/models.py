@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.database import Base, UTCDateTime, utcnow
@@ -21,7 +21,7 @@ class User(Base):
     clerk_id: Mapped[str] = mapped_column(String(255), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
-    image_url: Mapped[str | None] = mapped_column(String(2048))
+    image_url: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[str] = mapped_column(String(20), default="free")
     credits: Mapped[int] = mapped_column(Integer, default=0)
     onboarding_completed: Mapped[bool] = mapped_column(Boolean, default=False)

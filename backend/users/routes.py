@@ -3,10 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from backend.deps import CurrentUser, SessionDep
+from backend.errors import error_responses
 from backend.users import service
 from backend.users.schemas import UserPublic, UserUpdate
 
-router = APIRouter(prefix="/v1/me", tags=["users"])
+router = APIRouter(prefix="/v1/me", tags=["users"], responses=error_responses(401, 422))
 
 
 @router.get("")

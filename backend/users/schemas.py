@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from backend.schemas import reject_nulls
 
 Plan = Literal["free", "pro", "enterprise"]
 
@@ -11,18 +14,13 @@ Plan = Literal["free", "pro", "enterprise"]
 class UserUpdate(BaseModel):
     """What a user may change about themselves; credits, plan and role are not among it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    image_url: AnyHttpUrl | None = Field(default=None, max_length=2048)
-    onboarding_completed: bool | None = None
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    image_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)] | None = None
+    onboarding_completed: bool | SkipJsonSchema[None] = None
 
-    @field_validator("name", "onboarding_completed", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
+    _no_nulls = model_validator(mode="before")(reject_nulls("name", "onboarding_completed"))
 
 
 class UserPublic(BaseModel):

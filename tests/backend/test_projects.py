@@ -89,7 +89,7 @@ async def test_bad_ids_and_cursors_are_422(client: httpx.AsyncClient, users: Use
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
     assert (await client.get(f"/v1/projects/{MISSING}", headers=me)).status_code == 404
-    for cursor in ("garbage!", "bm90LWFuLWlk"):
+    for cursor in ("garbage!", "bm90LWFuLWlk", "thr_01JD0000000000000000000000"):
         response = await client.get("/v1/projects", params={"cursor": cursor}, headers=me)
         assert response.status_code == 422
         assert response.json()["error"]["data"]["errors"][0]["loc"] == ["query", "cursor"]

@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("clerk_id", sa.String(255), nullable=False),
         sa.Column("email", sa.String(320)),
         sa.Column("name", sa.String(200)),
-        sa.Column("image_url", sa.String(2048)),
+        sa.Column("image_url", sa.Text),
         sa.Column("plan", sa.String(20), nullable=False),
         sa.Column("credits", sa.Integer, nullable=False),
         sa.Column("onboarding_completed", sa.Boolean, nullable=False),
