@@ -11,8 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from agent_core.llm.base import LLM
 from backend import migrations
+from backend.agents import build_agents, build_llm
 from backend.auth import make_verifier
+from backend.chat.routes import router as chat_router
+from backend.chat.runs import RunManager
 from backend.errors import install_error_handlers
 from backend.middleware import RequestIdMiddleware
 from backend.projects.routes import router as projects_router
@@ -24,9 +28,12 @@ from config.settings import Settings, get_settings
 log = logging.getLogger("turbokit.app")
 
 
-def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, migrate: bool | None = None, llm: LLM | None = None
+) -> FastAPI:
     """Build the service. `migrate` defaults to True on the embedded SQLite database, so a fresh
-    checkout serves with zero setup; PostgreSQL deployments run `turbokit migrate` explicitly."""
+    checkout serves with zero setup; PostgreSQL deployments run `turbokit migrate` explicitly.
+    `llm` replaces the configured provider (a scripted model in tests)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -38,10 +45,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         app.state.settings = settings
         app.state.db = db
         app.state.verifier = make_verifier(settings)
+        app.state.agents = build_agents(settings)
+        app.state.runs = RunManager(db, settings, app.state.agents, llm or build_llm(settings))
         log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))
         try:
             yield
         finally:
+            await app.state.runs.shutdown()
             aclose = getattr(app.state.verifier, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -59,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], responses=_READY_DOC)
     app.include_router(users_router)
     app.include_router(projects_router)
+    app.include_router(chat_router)
     return app
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ NAMING_CONVENTION = {
 }
 
 _WRITE_OPTION = "turbokit_write"
+_AFTER_COMMIT = "after_commit"
 
 
 class Base(DeclarativeBase):
@@ -70,6 +71,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
+    """Run `callback` once this write session has committed (never if it rolls back): work that
+    must see the committed rows, such as starting a run or enqueueing a job."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
 def dialect_name(session: AsyncSession) -> str:
     """'sqlite' or 'postgresql': where SQL differs (full-text search, upserts)."""
     return session.get_bind().dialect.name
@@ -96,13 +103,21 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session whose work commits when the block ends and rolls back if it raises."""
-        if self._write_lock is None:
-            async with self._write_sessions() as session, session.begin():
+        """A session whose work commits when the block ends and rolls back if it raises; then
+        the callbacks registered with `after_commit` run."""
+        async with self._write_sessions() as session:
+            async with self._locked(), session.begin():
                 yield session
+            for callback in session.info.pop(_AFTER_COMMIT, []):
+                callback()
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
             return
-        async with self._write_lock, self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_lock:
+            yield
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     app_name: str = "TurboKit"
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
+    llm_backoff_seconds: float = Field(default=0.5, ge=0)
 
     resend_api_key: str | None = None
     resend_webhook_secret: str | None = None

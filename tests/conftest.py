@@ -22,6 +22,8 @@ from backend.app import create_app
 from backend.auth import issue_dev_token
 from config.settings import Settings
 from tests.support.databases import postgres_database
+from tests.support.scripted_provider import ScriptedProvider
+from tests.support.servers import serve
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -92,3 +94,44 @@ class Users:
 @pytest.fixture
 def users(settings: Settings) -> Users:
     return Users(settings)
+
+
+# --- chat: the app with an LLM provider, scripted over real HTTP ---------------------------------
+
+
+@pytest.fixture(scope="session")
+async def provider() -> AsyncIterator[ScriptedProvider]:
+    async with ScriptedProvider() as scripted:
+        yield scripted
+
+
+@pytest.fixture(scope="session")
+async def chat_app(
+    data_dir: Path, database_url: str, provider: ScriptedProvider
+) -> AsyncIterator[FastAPI]:
+    settings = make_settings(
+        data_dir,
+        database_url,
+        openrouter_api_key="test-key",
+        openrouter_base_url=provider.base_url,
+        openrouter_fallback_models="anthropic/claude-3.5-haiku",
+        llm_max_retries=2,
+        llm_backoff_seconds=0.01,
+    )
+    application = create_app(settings, migrate=True)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def chat_url(chat_app: FastAPI) -> AsyncIterator[str]:
+    async with serve(chat_app) as url:
+        yield url
+
+
+@pytest.fixture
+async def chat(chat_url: str, provider: ScriptedProvider) -> AsyncIterator[httpx.AsyncClient]:
+    """A real HTTP client of the chat app; the provider's script starts empty."""
+    provider.reset()
+    async with httpx.AsyncClient(base_url=chat_url, timeout=30) as http:
+        yield http

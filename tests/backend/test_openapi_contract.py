@@ -6,38 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from tests.conftest import Users
+from tests.support.servers import serve
 
 MAX_EXAMPLES = os.environ.get("TURBOKIT_SCHEMATHESIS_EXAMPLES", "25")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The session's app, served by uvicorn on loopback inside the test's event loop."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve(app) as url:
+        yield url
 
 
 async def test_schemathesis_finds_no_contract_violations(served: str, users: Users) -> None:

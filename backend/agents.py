@@ -1,0 +1,50 @@
+"""The agents this service offers, built from the domains' tool registries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from agent_core.agent import Agent
+from agent_core.llm.base import LLM
+from backend.projects.tools import registry as project_tools
+from config.settings import Settings
+from tools import ToolContext, ToolRegistry
+
+ASSISTANT_INSTRUCTIONS = """\
+You are the TurboKit assistant. You help the user find, understand and organise their projects.
+Use the tools to look things up instead of guessing: search_projects finds projects by words in
+their name or description, get_project shows one in full, create_project and update_project change
+them. Only the user's own projects are visible to you. Answer concisely. Today is {today}."""
+
+
+def _assistant_instructions(_ctx: ToolContext) -> str:
+    return ASSISTANT_INSTRUCTIONS.format(today=datetime.now(UTC).date().isoformat())
+
+
+def build_llm(settings: Settings) -> LLM | None:
+    """litellm over OpenRouter (or OPENROUTER_BASE_URL); None when no provider is configured."""
+    if not settings.llm_configured:
+        return None
+    from agent_core.llm.litellm_model import LiteLLMModel
+
+    return LiteLLMModel(
+        api_key=settings.openrouter_api_key,
+        base_url=settings.openrouter_base_url,
+        app_url=settings.app_url,
+        app_name=settings.app_name,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        backoff_base=settings.llm_backoff_seconds,
+    )
+
+
+def build_agents(settings: Settings) -> dict[str, Agent]:
+    assistant = Agent(
+        name="assistant",
+        description="Answers questions about the user's projects and manages them.",
+        instructions=_assistant_instructions,
+        tools=ToolRegistry(project_tools),
+        model=settings.openrouter_model,
+        fallback_models=tuple(settings.openrouter_fallback_models),
+    )
+    return {assistant.name: assistant}

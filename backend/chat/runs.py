@@ -1,0 +1,338 @@
+"""Runs execute detached from the request that started them.
+
+A run's chunks go to an in-memory log that any number of readers follow (the request that started
+it, a resumed stream, the JSON door), and to the database at each step's end. A client that
+disconnects only stops reading; the run finishes and is saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from agent_core.agent import Agent
+from agent_core.context import fit_to_budget, to_chat_messages
+from agent_core.events import AgentEvent, ModelCalled, RunFailed, RunFinished, StepFinished
+from agent_core.llm.base import LLM
+from agent_core.loop import run_agent
+from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
+from config.database import Database
+from config.settings import Settings
+from threads import store
+from threads.models import Role, Run, RunStatus
+from threads.schemas import TextPart, validate_parts
+from threads.store import RunError
+from tools import ToolContext
+
+log = logging.getLogger("turbokit.runs")
+
+HISTORY_MESSAGES = 200
+"""Messages loaded before fitting the token budget; older ones are summarised away by omission."""
+POLL_SECONDS = 0.25
+"""How often a reader polls the database for a run executing in another process."""
+
+
+class RunLog:
+    """The numbered chunks of one run; readers replay from any point and then follow live."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.chunks: list[Chunk] = []
+        self.persisted = 0
+        self.finished = False
+        self._wake = asyncio.Event()
+
+    def append(self, chunk: Chunk) -> int:
+        self.chunks.append(chunk)
+        self._notify()
+        return len(self.chunks)
+
+    def close(self) -> None:
+        self.finished = True
+        self._notify()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, Chunk]]:
+        position = max(after, 0)
+        while True:
+            while position < len(self.chunks):
+                position += 1
+                yield position, self.chunks[position - 1]
+            if self.finished:
+                return
+            wake = self._wake
+            await wake.wait()
+
+    def _notify(self) -> None:
+        self._wake.set()
+        self._wake = asyncio.Event()
+
+
+@dataclass
+class _Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    credits: int = 0
+
+    def add(self, event: ModelCalled, credits_per_usd: int) -> None:
+        self.prompt_tokens += event.usage.prompt_tokens
+        self.completion_tokens += event.usage.completion_tokens
+        if event.usage.cost_usd is not None:
+            cost = Decimal(str(event.usage.cost_usd))
+            self.cost_usd += cost
+            self.credits += math.ceil(cost * credits_per_usd)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": float(self.cost_usd),
+            "credits": self.credits,
+        }
+
+
+@dataclass
+class _Outcome:
+    status: RunStatus = RunStatus.completed
+    finish_reason: str | None = None
+    error: RunError | None = None
+    usage: _Usage = field(default_factory=_Usage)
+
+
+class RunManager:
+    """Starts runs as tasks of this process, and lets readers follow or stop them."""
+
+    def __init__(
+        self, db: Database, settings: Settings, agents: dict[str, Agent], llm: LLM | None
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.agents = agents
+        self.llm = llm
+        self._logs: dict[str, RunLog] = {}
+        self._stops: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def open(self, run: Run) -> RunLog:
+        """The run's log, opened with its `start` chunk; readers may follow a queued run."""
+        run_log = self._logs.get(run.id)
+        if run_log is None:
+            run_log = self._logs[run.id] = RunLog(run.id)
+            run_log.append({"type": "start", "messageId": run.assistant_message_id})
+            self._stops[run.id] = asyncio.Event()
+        return run_log
+
+    def launch(self, run: Run) -> RunLog:
+        """Start executing a committed run (status queued) in the background."""
+        run_log = self.open(run)
+        task = asyncio.create_task(self._execute(run.id, run_log), name=f"run {run.id}")
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _t: self._forget(run.id))
+        return run_log
+
+    def stop(self, run_id: str) -> bool:
+        stop = self._stops.get(run_id)
+        if stop is None:
+            return False
+        stop.set()
+        return True
+
+    async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, Chunk]]:
+        """The run's chunks after `after`: from memory when it runs here, else from the database."""
+        run_log = self._logs.get(run_id)
+        if run_log is not None:
+            async for item in run_log.follow(after):
+                yield item
+            return
+        async for item in self._follow_database(run_id, after):
+            yield item
+
+    async def wait(self, run_id: str) -> None:
+        async for _ in self.follow(run_id):
+            pass
+
+    async def shutdown(self) -> None:
+        """Cancel running runs (they are saved as failed: interrupted) and wait for them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _forget(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        self._stops.pop(run_id, None)
+        run_log = self._logs.get(run_id)
+        if run_log is not None and run_log.finished:
+            # Keep finished logs briefly for late readers; the database has them anyway.
+            asyncio.get_running_loop().call_later(30, self._logs.pop, run_id, None)
+
+    async def _execute(self, run_id: str, run_log: RunLog) -> None:
+        outcome = _Outcome()
+        builder = MessageBuilder()
+        run: Run | None = None
+        try:
+            run = await self._begin(run_id)
+            if run is None:
+                return
+            async for event in self._events(run):
+                self._apply(event, run, outcome, builder, run_log)
+                if isinstance(event, ModelCalled):
+                    await self._record_call(run, event)
+                elif isinstance(event, StepFinished):
+                    await self._persist_events(run_log)
+        except asyncio.CancelledError:
+            outcome.status = RunStatus.failed
+            outcome.error = RunError(
+                code="INTERRUPTED", message="The server stopped during the run"
+            )
+            raise
+        except Exception:
+            log.exception("run %s failed", run_id)
+            outcome.status = RunStatus.failed
+            outcome.error = RunError(code="INTERNAL", message="The run failed unexpectedly")
+            run_log.append({"type": "error", "errorText": outcome.error["message"]})
+        finally:
+            if run is not None:
+                await asyncio.shield(self._finish(run, outcome, builder, run_log))
+            run_log.close()
+            if run is not None:
+                await self._launch_next(run.thread_id)
+
+    async def _begin(self, run_id: str) -> Run | None:
+        async with self.db.write() as session:
+            run = await store.mark_run_running(session, run_id)
+            if run is None:
+                return None
+            text = run.request.get("queued_text")
+            if isinstance(text, str):
+                await store.append_message(session, run.thread_id, Role.user, [TextPart(text=text)])
+        return run
+
+    async def _events(self, run: Run) -> AsyncIterator[AgentEvent]:
+        agent = self.agents[run.agent]
+        if self.llm is None:
+            yield RunFailed("LLM_NOT_CONFIGURED", "No LLM is configured")
+            return
+        ctx = ToolContext(
+            user_id=run.user_id,
+            thread_id=run.thread_id,
+            run_id=run.id,
+            settings=self.settings,
+            db=self.db,
+        )
+        async with self.db.read() as session:
+            rows = await store.get_last_messages(session, run.thread_id, HISTORY_MESSAGES)
+        history = to_chat_messages(rows)
+        messages = fit_to_budget(agent.system_prompt(ctx), history, agent.context_tokens)
+        async for event in run_agent(
+            agent, self.llm, messages, ctx, model=run.model, stop=self._stops[run.id]
+        ):
+            yield event
+
+    def _apply(
+        self,
+        event: AgentEvent,
+        run: Run,
+        outcome: _Outcome,
+        builder: MessageBuilder,
+        run_log: RunLog,
+    ) -> None:
+        builder.add(event)
+        if isinstance(event, ModelCalled):
+            outcome.usage.add(event, self.settings.credits_per_usd)
+        elif isinstance(event, RunFinished):
+            outcome.finish_reason = event.finish_reason
+            if self._stops[run.id].is_set() and event.finish_reason == "other":
+                outcome.status = RunStatus.stopped
+        elif isinstance(event, RunFailed):
+            outcome.status = RunStatus.failed
+            outcome.error = RunError(code=event.code, message=event.message)
+        for chunk in ui_chunks(event, self._metadata(run, outcome)):
+            run_log.append(chunk)
+
+    def _metadata(self, run: Run, outcome: _Outcome) -> dict[str, Any]:
+        return {"run_id": run.id, "model": run.model, "usage": outcome.usage.public()}
+
+    async def _record_call(self, run: Run, event: ModelCalled) -> None:
+        usage = event.usage
+        async with self.db.write() as session:
+            await store.record_llm_call(
+                session,
+                run,
+                model=usage.model or run.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_usd=usage.cost_usd,
+                latency_ms=round(event.latency_ms),
+                generation_id=usage.generation_id,
+            )
+
+    async def _persist_events(self, run_log: RunLog) -> None:
+        pending = run_log.chunks[run_log.persisted :]
+        if not pending:
+            return
+        async with self.db.write() as session:
+            await store.append_run_events(session, run_log.run_id, pending)
+        run_log.persisted += len(pending)
+
+    async def _finish(
+        self, run: Run, outcome: _Outcome, builder: MessageBuilder, run_log: RunLog
+    ) -> None:
+        """Save the whole assistant message and the run's end in one transaction."""
+        pending = run_log.chunks[run_log.persisted :]
+        async with self.db.write() as session:
+            # Taking the thread's lock orders this against a door queueing the next run.
+            await store.touch_thread(session, run.thread_id)
+            if outcome.status is not RunStatus.failed and builder.parts:
+                metadata = {**self._metadata(run, outcome), "finish_reason": outcome.finish_reason}
+                await store.append_message(
+                    session,
+                    run.thread_id,
+                    Role.assistant,
+                    validate_parts(builder.parts),
+                    run_id=run.id,
+                    metadata=metadata,
+                    message_id=run.assistant_message_id,
+                )
+            if pending:
+                await store.append_run_events(session, run.id, pending)
+            await store.mark_run_finished(
+                session,
+                run.id,
+                outcome.status,
+                finish_reason=outcome.finish_reason,
+                error=outcome.error,
+            )
+        run_log.persisted += len(pending)
+
+    async def _launch_next(self, thread_id: str) -> None:
+        async with self.db.read() as session:
+            queued = await store.get_active_run(session, thread_id)
+        if (
+            queued is not None
+            and queued.status is RunStatus.queued
+            and queued.id not in self._tasks
+        ):
+            self.launch(queued)
+
+    async def _follow_database(self, run_id: str, after: int) -> AsyncIterator[tuple[int, Chunk]]:
+        position = after
+        while True:
+            async with self.db.read() as session:
+                events = await store.list_run_events(session, run_id, after_seq=position)
+                run = await store.get_run(session, run_id)
+            for event in events:
+                position = event.seq
+                yield event.seq, event.chunk
+            if run is None or run.status not in (RunStatus.queued, RunStatus.running):
+                if not events:
+                    return
+                continue
+            await asyncio.sleep(POLL_SECONDS)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from threads.schemas import THREAD_ID_PATTERN, UIMessage, Usage
+
+MAX_TEXT_CHARS = 100_000
+
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
+
+
+class ClientMessage(BaseModel):
+    """A UIMessage as `useChat` sends it; only the last user message's text is used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(max_length=200)
+    role: Literal["user", "assistant", "system"]
+    parts: list[dict[str, Any]] = Field(max_length=1000)
+    metadata: Any = None
+
+
+class ChatRequest(BaseModel):
+    """The body `DefaultChatTransport` posts to `/v1/chat`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
+    messages: list[ClientMessage] = Field(min_length=1, max_length=1000)
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: str | None = Field(default=None, max_length=200)
+    model: ModelName | None = None
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    model: ModelName | None = None
+
+
+class MessageReply(BaseModel):
+    message: UIMessage | None
+    run_id: str
+    usage: Usage
+
+
+class ToolPublic(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class AgentPublic(BaseModel):
+    name: str
+    description: str
+    model: str
+    tools: list[ToolPublic]
+
+
+class AgentList(BaseModel):
+    items: list[AgentPublic]

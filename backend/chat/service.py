@@ -1,0 +1,128 @@
+"""What every door does before a run starts: find the caller's thread, apply the concurrency
+policy, save the user message and create the run, all in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_core.agent import Agent
+from backend.chat.schemas import ChatRequest, ClientMessage
+from backend.errors import AppError, not_found, validation_error
+from config.ids import new_id
+from config.settings import Settings
+from threads import store
+from threads.models import Message, Role, Run, Thread
+from threads.schemas import TextPart, ThreadCreate
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A request to run the agent on a thread."""
+
+    text: str | None
+    """The user's new message; None to regenerate the last answer."""
+    model: str | None = None
+
+
+def require_llm(settings: Settings) -> None:
+    if not settings.llm_configured:
+        raise AppError(
+            "LLM_NOT_CONFIGURED",
+            "No LLM provider is configured: set OPENROUTER_API_KEY "
+            "(or OPENROUTER_BASE_URL for another OpenAI-compatible server)",
+            503,
+        )
+
+
+async def owned_thread(session: AsyncSession, user_id: str, thread_id: str) -> Thread:
+    thread = await store.get_thread(session, thread_id, user_id)
+    if thread is None:
+        raise not_found("Thread")
+    return thread
+
+
+async def chat_thread(session: AsyncSession, user_id: str, thread_id: str) -> Thread:
+    """The caller's thread with this id, created when no thread has it (the AI SDK names them)."""
+    thread = await store.get_or_create_thread(session, thread_id, user_id, ThreadCreate())
+    if thread is None:
+        raise not_found("Thread")
+    return thread
+
+
+def turn_from_chat(request: ChatRequest) -> Turn:
+    if request.trigger == "regenerate-message":
+        return Turn(text=None, model=request.model)
+    last = request.messages[-1]
+    if last.role != "user":
+        raise validation_error(
+            ["body", "messages", -1, "role"], "the last message must be a user's"
+        )
+    return Turn(text=_text_of(last), model=request.model)
+
+
+async def start_turn(
+    session: AsyncSession, thread: Thread, agent: Agent, turn: Turn, default_model: str
+) -> tuple[Run, bool]:
+    """Create the run for this turn; returns it and whether it may start now (else it queues)."""
+    await store.touch_thread(session, thread.id)  # the thread's row lock: one door at a time
+    active = await store.get_active_run(session, thread.id)
+    queue = thread.meta.get("concurrency") == "queue"
+    if active is not None and not queue:
+        raise AppError(
+            "CONFLICT", "A run is already active on this thread", 409, {"run_id": active.id}
+        )
+    request: dict[str, str] = {}
+    if turn.text is None:
+        await _drop_last_answer(session, thread.id)
+    elif active is not None:
+        request["queued_text"] = turn.text  # saved when the run starts, after the active one
+    else:
+        await store.append_message(session, thread.id, Role.user, [TextPart(text=turn.text)])
+    model = _model(agent, turn.model, default_model)
+    run = await store.create_run(
+        session,
+        thread_id=thread.id,
+        user_id=thread.user_id,
+        agent=agent.name,
+        model=model,
+        request=request,
+        assistant_message_id=new_id("msg"),
+    )
+    return run, active is None
+
+
+def _model(agent: Agent, requested: str | None, default_model: str) -> str:
+    model = agent.model or default_model
+    if requested is None or requested == model:
+        return model
+    if requested in agent.fallback_models:
+        return requested
+    allowed = ", ".join([model, *agent.fallback_models])
+    raise validation_error(["body", "model"], f"model must be one of: {allowed}")
+
+
+def _text_of(message: ClientMessage) -> str:
+    text = "".join(
+        str(part.get("text", "")) for part in message.parts if part.get("type") == "text"
+    )
+    if not text.strip():
+        raise validation_error(["body", "messages", -1, "parts"], "the message has no text")
+    return text
+
+
+async def _drop_last_answer(session: AsyncSession, thread_id: str) -> None:
+    """Regenerate: remove the answer after the last user message so the run replaces it."""
+    last_user = await session.scalar(
+        select(Message.seq)
+        .where(Message.thread_id == thread_id, Message.role == "user")
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+    if last_user is None:
+        raise validation_error(["body", "trigger"], "there is no user message to answer again")
+    await session.execute(
+        delete(Message).where(Message.thread_id == thread_id, Message.seq > last_user)
+    )

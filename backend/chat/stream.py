@@ -1,0 +1,121 @@
+"""The AI SDK UI message stream (protocol v1): agent events become chunks, and the same events
+build the assistant UIMessage that is saved when the run ends.
+
+Only documented chunk fields are sent: several `ai` releases reject a chunk with an unknown field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from agent_core.events import (
+    AgentEvent,
+    RunFailed,
+    RunFinished,
+    StepFinished,
+    StepStarted,
+    TextDelta,
+    TextEnded,
+    TextStarted,
+    ToolInputAvailable,
+    ToolInputDelta,
+    ToolInputStarted,
+    ToolOutput,
+)
+
+Chunk = dict[str, Any]
+STREAM_HEADERS = {
+    "x-vercel-ai-ui-message-stream": "v1",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+DONE = "[DONE]"
+
+
+def ui_chunks(event: AgentEvent, metadata: dict[str, Any]) -> list[Chunk]:
+    """The UI stream chunks for one agent event (usage events produce none)."""
+    match event:
+        case StepStarted():
+            return [{"type": "start-step"}]
+        case TextStarted(id=text_id):
+            return [{"type": "text-start", "id": text_id}]
+        case TextDelta(id=text_id, delta=delta):
+            return [{"type": "text-delta", "id": text_id, "delta": delta}]
+        case TextEnded(id=text_id):
+            return [{"type": "text-end", "id": text_id}]
+        case ToolInputStarted(call_id=call_id, tool_name=name):
+            return [{"type": "tool-input-start", "toolCallId": call_id, "toolName": name}]
+        case ToolInputDelta(call_id=call_id, delta=delta):
+            return [{"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": delta}]
+        case ToolInputAvailable(call_id=call_id, tool_name=name, input=tool_input):
+            return [
+                {
+                    "type": "tool-input-available",
+                    "toolCallId": call_id,
+                    "toolName": name,
+                    "input": tool_input,
+                }
+            ]
+        case ToolOutput(call_id=call_id, ok=True, output=output):
+            return [{"type": "tool-output-available", "toolCallId": call_id, "output": output}]
+        case ToolOutput(call_id=call_id, error=error):
+            return [{"type": "tool-output-error", "toolCallId": call_id, "errorText": error or ""}]
+        case StepFinished():
+            return [{"type": "finish-step"}]
+        case RunFinished(finish_reason=reason):
+            return [
+                {"type": "message-metadata", "messageMetadata": metadata},
+                {"type": "finish", "finishReason": reason, "messageMetadata": metadata},
+            ]
+        case RunFailed(message=message):
+            return [{"type": "error", "errorText": message}]
+    return []
+
+
+class MessageBuilder:
+    """Accumulates the assistant UIMessage parts of one run from its events."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+        self._texts: dict[str, dict[str, Any]] = {}
+        self._tools: dict[str, dict[str, Any]] = {}
+
+    def add(self, event: AgentEvent) -> None:
+        match event:
+            case StepStarted():
+                self.parts.append({"type": "step-start"})
+            case TextStarted(id=text_id):
+                self._texts[text_id] = {"type": "text", "text": ""}
+                self.parts.append(self._texts[text_id])
+            case TextDelta(id=text_id, delta=delta):
+                self._texts[text_id]["text"] += delta
+            case ToolInputAvailable(call_id=call_id, tool_name=name, input=tool_input):
+                part = {
+                    "type": f"tool-{name}",
+                    "toolCallId": call_id,
+                    "state": "input-available",
+                    "input": tool_input,
+                }
+                self._tools[call_id] = part
+                self.parts.append(part)
+            case ToolOutput(call_id=call_id, ok=ok, output=output, error=error):
+                part = self._tools[call_id]
+                if ok:
+                    part.update(state="output-available", output=output)
+                else:
+                    part.update(state="output-error", errorText=error or "")
+
+
+async def sse_events(chunks: AsyncIterator[tuple[int, Chunk]]) -> AsyncIterator[bytes]:
+    """SSE framing: `id:` is the chunk's sequence number, so `Last-Event-ID` can resume."""
+    async for seq, chunk in chunks:
+        yield format_sse_event(data_str=json.dumps(chunk, separators=(",", ":")), id=str(seq))
+    yield format_sse_event(data_str=DONE)
+
+
+def stream_response(chunks: AsyncIterator[tuple[int, Chunk]]) -> EventSourceResponse:
+    return EventSourceResponse(sse_events(chunks), headers=STREAM_HEADERS)
