@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from agent_core.agent import Agent
 from agent_core.llm.base import LLM
 from backend import migrations
 from backend.agents import build_agents, build_llm
@@ -70,7 +71,31 @@ def create_app(
     app.include_router(users_router)
     app.include_router(projects_router)
     app.include_router(chat_router)
+    _document_agents(app)
     return app
+
+
+def _document_agents(app: FastAPI) -> None:
+    """Name the agents that exist in the schema (`ThreadCreate.agent` enum): they are known only
+    once the lifespan has built them, and a client should not have to guess."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        agents: dict[str, Agent] | None = getattr(app.state, "agents", None)
+        if agents:
+            schemas = schema["components"]["schemas"]
+            schemas["ThreadCreate"]["properties"]["agent"]["enum"] = sorted(agents)
+            models = sorted(
+                {m for agent in agents.values() for m in (agent.model, *agent.fallback_models) if m}
+            )
+            for name in ("ChatRequest", "MessageCreate"):
+                schemas[name]["properties"]["model"]["enum"] = models
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _READY_DOC: dict[int | str, dict[str, Any]] = {503: {"description": "A dependency is down"}}

@@ -33,7 +33,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
 from pydantic_core import CoreSchema
 
 from threads.models import Message, Role, ThreadStatus
@@ -290,8 +290,8 @@ class ThreadUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Title | None = None
-    status: ThreadStatus | None = None
-    metadata: JsonObject | None = None
+    status: ThreadStatus | SkipJsonSchema[None] = None
+    metadata: JsonObject | SkipJsonSchema[None] = None
 
     @field_validator("status", "metadata")
     @classmethod

@@ -8,16 +8,14 @@ that do not exist, so the web layer cannot leak existence.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Generic, Literal, TypedDict, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import JsonValue
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,7 +46,7 @@ from threads.schemas import (
 MAX_PAGE_SIZE = 100
 """Largest page a list function returns; the web layer accepts `limit` in 1..100 too."""
 
-MAX_CURSOR_LENGTH = 512
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Cursors we issue are far shorter; anything longer is refused before decoding."""
 
 RUN_EVENTS_LIMIT = 1000
@@ -98,45 +96,39 @@ class RunUsage:
 # --- Cursors ---------------------------------------------------------------------------------
 
 
-class _Cursor(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+THREAD_CURSOR_PATTERN = r"^[0-9]{1,17}\.[A-Za-z0-9_-]{1,64}$"
+"""`<updated_at in µs since the epoch>.<thread id>`: every string of this shape is a valid cursor,
+so an API can document it exactly."""
+MESSAGE_CURSOR_PATTERN = r"^[0-9]{1,12}$"
+"""The `seq` of the last message of the page."""
 
 
-class _ThreadCursor(_Cursor):
-    """Position after the last thread of a page, in (updated_at desc, id desc) order."""
-
-    k: Literal["thr"] = "thr"
-    u: AwareDatetime
-    i: str
+def _thread_cursor(thread: Thread) -> str:
+    micros = (thread.updated_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{thread.id}"
 
 
-class _MessageCursor(_Cursor):
-    k: Literal["msg"] = "msg"
-    s: int = Field(ge=0)
-
-
-C = TypeVar("C", bound=_Cursor)
-
-
-def _encode_cursor(position: _Cursor) -> str:
-    return base64.urlsafe_b64encode(position.model_dump_json().encode()).rstrip(b"=").decode()
-
-
-def _decode_cursor(cursor: str, kind: type[C]) -> C:
-    if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+def _decode_thread_cursor(cursor: str) -> tuple[datetime, str]:
+    if not re.fullmatch(THREAD_CURSOR_PATTERN, cursor):
         raise InvalidCursor("malformed cursor")
+    micros, _, thread_id = cursor.partition(".")
     try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        return kind.model_validate_json(raw)
-    except (binascii.Error, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return _EPOCH + timedelta(microseconds=int(micros)), thread_id
+    except OverflowError as exc:
         raise InvalidCursor("malformed cursor") from exc
 
 
-def _page(rows: Sequence[T], limit: int, position: Callable[[T], _Cursor]) -> Page[T]:
+def _decode_message_cursor(cursor: str) -> int:
+    if not re.fullmatch(MESSAGE_CURSOR_PATTERN, cursor):
+        raise InvalidCursor("malformed cursor")
+    return int(cursor)
+
+
+def _page(rows: Sequence[T], limit: int, position: Callable[[T], str]) -> Page[T]:
     """Rows were fetched with `limit + 1`: the extra row only says another page exists."""
     items = list(rows[:limit])
     more = len(rows) > limit
-    return Page(items=items, next_cursor=_encode_cursor(position(items[-1])) if more else None)
+    return Page(items=items, next_cursor=position(items[-1]) if more else None)
 
 
 def _check_limit(limit: int, maximum: int = MAX_PAGE_SIZE) -> None:
@@ -220,16 +212,17 @@ async def list_threads(
     _check_limit(limit)
     query = select(Thread).where(Thread.user_id == user_id)
     if cursor is not None:
-        after = _decode_cursor(cursor, _ThreadCursor)
+        updated_at, last_id = _decode_thread_cursor(cursor)
         query = query.where(
-            Thread.updated_at <= after.u,
+            Thread.updated_at <= updated_at,
             or_(
-                Thread.updated_at < after.u, and_(Thread.updated_at == after.u, Thread.id < after.i)
+                Thread.updated_at < updated_at,
+                and_(Thread.updated_at == updated_at, Thread.id < last_id),
             ),
         )
     query = query.order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit + 1)
     rows = (await session.scalars(query)).all()
-    return _page(rows, limit, lambda thread: _ThreadCursor(u=thread.updated_at, i=thread.id))
+    return _page(rows, limit, _thread_cursor)
 
 
 async def update_thread(
@@ -328,11 +321,11 @@ async def list_messages(
     _check_limit(limit)
     query = select(Message).where(Message.thread_id == thread_id)
     if cursor is not None:
-        after = _decode_cursor(cursor, _MessageCursor).s
+        after = _decode_message_cursor(cursor)
         query = query.where(Message.seq > after if order == "asc" else Message.seq < after)
     by_seq = Message.seq.asc() if order == "asc" else Message.seq.desc()
     rows = (await session.scalars(query.order_by(by_seq).limit(limit + 1))).all()
-    return _page(rows, limit, lambda message: _MessageCursor(s=message.seq))
+    return _page(rows, limit, lambda message: str(message.seq))
 
 
 async def get_last_messages(session: AsyncSession, thread_id: str, count: int) -> list[Message]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
@@ -26,13 +27,19 @@ from backend.chat.service import Turn
 from backend.chat.stream import stream_response
 from backend.deps import CurrentUser, DatabaseDep, SessionDep, SettingsDep
 from backend.errors import AppError, error_responses, validation_error
+from backend.routing import TurboKitRoute
 from config.database import Database, after_commit
 from threads import store
 from threads.models import RunStatus, Thread
 from threads.schemas import THREAD_ID_PATTERN, ThreadCreate, ThreadPublic, ThreadUpdate, UIMessage
-from threads.store import InvalidCursor, Page
+from threads.store import (
+    MESSAGE_CURSOR_PATTERN,
+    THREAD_CURSOR_PATTERN,
+    InvalidCursor,
+    Page,
+)
 
-router = APIRouter(tags=["chat"], responses=error_responses(401, 422))
+router = APIRouter(route_class=TurboKitRoute, tags=["chat"], responses=error_responses(401, 422))
 OWNED = error_responses(404)
 STARTS_RUN = error_responses(404, 409, 503)
 ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN)]
@@ -94,7 +101,7 @@ async def list_threads(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(pattern=THREAD_CURSOR_PATTERN)] = None,
 ) -> dict[str, object]:
     page = await _page(store.list_threads(session, user.id, limit=limit, cursor=cursor))
     return {
@@ -136,7 +143,7 @@ async def list_messages(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(pattern=MESSAGE_CURSOR_PATTERN)] = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, object]:
     await service.owned_thread(session, user.id, thread_id)
@@ -163,7 +170,7 @@ async def post_message(
     runs: RunsDep,
     agents: AgentsDep,
     db: DatabaseDep,
-    accept: Annotated[str | None, Header()] = None,
+    accept: Annotated[str | SkipJsonSchema[None], Header()] = None,
 ) -> Response:
     """Send a message and get the assistant's reply when the run completes (or, with
     `Accept: text/event-stream`, the UI message stream as it happens)."""
@@ -204,14 +211,16 @@ async def resume(
     user: CurrentUser,
     session: SessionDep,
     runs: RunsDep,
-    last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,9}$")] = None,
+    last_event_id: Annotated[str | SkipJsonSchema[None], Header(max_length=20)] = None,
 ) -> Response:
-    """Rejoin the active run's stream: replayed from `start` (or after `Last-Event-ID`)."""
+    """Rejoin the active run's stream: replayed from `start`, or after `Last-Event-ID` (an id
+    that is not one of ours replays everything, as a browser reconnecting would need)."""
     thread = await service.owned_thread(session, user.id, thread_id)
     active = await store.get_active_run(session, thread.id)
     if active is None:
         return Response(status_code=204)
-    return stream_response(runs.follow(active.id, after=int(last_event_id or 0)))
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return stream_response(runs.follow(active.id, after=after))
 
 
 @router.post("/v1/chat/{thread_id}/stop", status_code=202, responses=OWNED)

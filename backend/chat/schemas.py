@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from threads.schemas import THREAD_ID_PATTERN, UIMessage, Usage
 
@@ -25,20 +26,20 @@ class ClientMessage(BaseModel):
 class ChatRequest(BaseModel):
     """The body `DefaultChatTransport` posts to `/v1/chat`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
     messages: list[ClientMessage] = Field(min_length=1, max_length=1000)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = Field(default=None, max_length=200)
-    model: ModelName | None = None
+    messageId: Annotated[str, Field(max_length=200)] | SkipJsonSchema[None] = None
+    model: ModelName | SkipJsonSchema[None] = None
 
 
 class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
-    model: ModelName | None = None
+    model: ModelName | SkipJsonSchema[None] = None
 
 
 class MessageReply(BaseModel):

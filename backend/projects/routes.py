@@ -16,9 +16,15 @@ from backend.projects.schemas import (
     ProjectStatus,
     ProjectUpdate,
 )
+from backend.routing import TurboKitRoute
 from config.ids import id_pattern
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=error_responses(401, 422))
+router = APIRouter(
+    route_class=TurboKitRoute,
+    prefix="/v1/projects",
+    tags=["projects"],
+    responses=error_responses(401, 422),
+)
 NOT_FOUND = error_responses(404)
 
 ProjectId = Annotated[

@@ -4,10 +4,13 @@ from fastapi import APIRouter, Response
 
 from backend.deps import CurrentUser, SessionDep
 from backend.errors import error_responses
+from backend.routing import TurboKitRoute
 from backend.users import service
 from backend.users.schemas import UserPublic, UserUpdate
 
-router = APIRouter(prefix="/v1/me", tags=["users"], responses=error_responses(401, 422))
+router = APIRouter(
+    route_class=TurboKitRoute, prefix="/v1/me", tags=["users"], responses=error_responses(401, 422)
+)
 
 
 @router.get("")

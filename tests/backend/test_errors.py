@@ -45,3 +45,13 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     assert echoed.headers["x-request-id"] == "abc-123"
     made = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert made.headers["x-request-id"] not in ("", "bad id with spaces")
+
+
+async def test_nul_characters_are_refused_on_every_database(
+    client: httpx.AsyncClient, users: Users
+) -> None:
+    me = users.headers()
+    response = await client.post("/v1/projects", headers=me, json={"name": "bad\u0000name"})
+    assert_error(response, 422, "VALIDATION_ERROR")
+    response = await client.post("/v1/threads", headers=me, json={"metadata": {"k\u0000": 1}})
+    assert_error(response, 422, "VALIDATION_ERROR")
