@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from agent_core.llm.types import (
 )
 from agent_core.llm.types import TextDelta as ModelTextDelta
 from tools import ToolCall, ToolContext, ToolResult, execute_all
+
+log = logging.getLogger("turbokit.agent")
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -87,7 +90,8 @@ async def run_agent(
             async for event in _call_model(llm, request, step, stop):
                 yield event
         except LLMError as exc:
-            yield RunFailed("UPSTREAM_ERROR", exc.message)
+            log.warning("run %s: model call failed: %s", ctx.run_id, exc.message)
+            yield RunFailed("UPSTREAM_ERROR", _public_message(exc))
             return
         latency_ms = (time.perf_counter() - started) * 1000
         if step.response is None:  # stopped mid-stream
@@ -120,6 +124,12 @@ async def run_agent(
             yield RunFinished("other")
             return
     yield RunFinished("tool-calls")
+
+
+def _public_message(exc: LLMError) -> str:
+    """What the user is told: the provider failed, with its status; details stay in the logs."""
+    status = f" (status {exc.status_code})" if exc.status_code else ""
+    return f"The model provider failed{status}. Please try again in a moment."
 
 
 def _request(

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     llm_backoff_seconds: float = Field(default=0.5, ge=0)
+    run_stale_seconds: float = Field(default=900, gt=0)
+    """A run silent this long and executing in no live process is ended as interrupted."""
 
     resend_api_key: str | None = None
     resend_webhook_secret: str | None = None

@@ -217,7 +217,7 @@ async def resume(
     that is not one of ours replays everything, as a browser reconnecting would need)."""
     thread = await service.owned_thread(session, user.id, thread_id)
     active = await store.get_active_run(session, thread.id)
-    if active is None:
+    if active is None or await runs.abandoned(session, active):
         return Response(status_code=204)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     return stream_response(runs.follow(active.id, after=after))
@@ -241,7 +241,7 @@ async def stop(
 async def _start(
     session: AsyncSession, runs: RunManager, agent: Agent, thread: Thread, turn: Turn
 ) -> str:
-    run, start_now = await service.start_turn(session, thread, agent, turn, agent.model or "")
+    run, start_now = await service.start_turn(session, thread, agent, turn, runs.active_run)
     runs.open(run)
     if start_now:
         after_commit(session, lambda: runs.launch(run))

@@ -12,8 +12,12 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_core.agent import Agent
 from agent_core.context import fit_to_budget, to_chat_messages
@@ -21,10 +25,10 @@ from agent_core.events import AgentEvent, ModelCalled, RunFailed, RunFinished, S
 from agent_core.llm.base import LLM
 from agent_core.loop import run_agent
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
-from config.database import Database
+from config.database import Database, utcnow
 from config.settings import Settings
 from threads import store
-from threads.models import Role, Run, RunStatus
+from threads.models import Role, Run, RunEvent, RunStatus
 from threads.schemas import TextPart, validate_parts
 from threads.store import RunError
 from tools import ToolContext
@@ -134,6 +138,27 @@ class RunManager:
         self._tasks[run.id] = task
         task.add_done_callback(lambda _t: self._forget(run.id))
         return run_log
+
+    async def active_run(self, session: AsyncSession, thread_id: str) -> Run | None:
+        """The thread's active run, after ending it as interrupted if it was abandoned: not
+        executing here and silent for longer than RUN_STALE_SECONDS (its process died)."""
+        run = await store.get_active_run(session, thread_id)
+        if run is None or not await self.abandoned(session, run):
+            return run
+        log.warning("run %s was abandoned (its process stopped); ending it", run.id)
+        error = RunError(code="INTERRUPTED", message="The server stopped during the run")
+        await store.mark_run_finished(session, run.id, RunStatus.failed, error=error)
+        return None
+
+    async def abandoned(self, session: AsyncSession, run: Run) -> bool:
+        if run.id in self._logs:
+            return False
+        last_event = await session.scalar(
+            select(func.max(RunEvent.created_at)).where(RunEvent.run_id == run.id)
+        )
+        times = [run.created_at, run.started_at, last_event]
+        last = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in times if t)
+        return (utcnow() - last).total_seconds() > self.settings.run_stale_seconds
 
     def stop(self, run_id: str) -> bool:
         stop = self._stops.get(run_id)

@@ -3,6 +3,7 @@ policy, save the user message and create the run, all in one transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -63,12 +64,15 @@ def turn_from_chat(request: ChatRequest) -> Turn:
     return Turn(text=_text_of(last), model=request.model)
 
 
+ActiveRun = Callable[[AsyncSession, str], Awaitable[Run | None]]
+
+
 async def start_turn(
-    session: AsyncSession, thread: Thread, agent: Agent, turn: Turn, default_model: str
+    session: AsyncSession, thread: Thread, agent: Agent, turn: Turn, active_run: ActiveRun
 ) -> tuple[Run, bool]:
     """Create the run for this turn; returns it and whether it may start now (else it queues)."""
     await store.touch_thread(session, thread.id)  # the thread's row lock: one door at a time
-    active = await store.get_active_run(session, thread.id)
+    active = await active_run(session, thread.id)
     queue = thread.meta.get("concurrency") == "queue"
     if active is not None and not queue:
         raise AppError(
@@ -81,7 +85,7 @@ async def start_turn(
         request["queued_text"] = turn.text  # saved when the run starts, after the active one
     else:
         await store.append_message(session, thread.id, Role.user, [TextPart(text=turn.text)])
-    model = _model(agent, turn.model, default_model)
+    model = _model(agent, turn.model)
     run = await store.create_run(
         session,
         thread_id=thread.id,
@@ -94,8 +98,8 @@ async def start_turn(
     return run, active is None
 
 
-def _model(agent: Agent, requested: str | None, default_model: str) -> str:
-    model = agent.model or default_model
+def _model(agent: Agent, requested: str | None) -> str:
+    model = agent.model or ""
     if requested is None or requested == model:
         return model
     if requested in agent.fallback_models:

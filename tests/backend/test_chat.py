@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -410,3 +411,30 @@ async def test_chat_without_a_provider_names_the_setting(
     assert response.status_code == 503
     assert "OPENROUTER_API_KEY" in response.json()["error"]["message"]
     assert (await client.get("/v1/projects", headers=users.headers())).status_code == 200
+
+
+async def test_a_run_abandoned_by_a_dead_process_does_not_block_the_thread(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    me = users.headers()
+    user_id = (await chat.get("/v1/me", headers=me)).json()["id"]
+    thread_id = new_thread_id()
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    async with chat_app.state.db.write() as session:
+        await store.create_thread(session, user_id, thread_id=thread_id)
+        run = await store.create_run(
+            session, thread_id=thread_id, user_id=user_id, agent="assistant", model="m"
+        )
+        await store.mark_run_running(session, run.id)
+        run.created_at = run.started_at = long_ago
+    assert (await chat.get(f"/v1/chat/{thread_id}/stream", headers=me)).status_code == 204
+
+    provider.push(TextReply("Back again."))
+    assert text_of(await send(chat, me, thread_id, "Hello?")) == "Back again."
+    async with chat_app.state.db.read() as session:
+        dead = await store.get_run(session, run.id)
+    assert dead is not None
+    assert (dead.status, dead.error) == (
+        "failed",
+        {"code": "INTERRUPTED", "message": "The server stopped during the run"},
+    )
