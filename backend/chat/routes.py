@@ -27,6 +27,7 @@ from backend.chat.service import Turn
 from backend.chat.stream import stream_response
 from backend.deps import CurrentUser, DatabaseDep, SessionDep, SettingsDep
 from backend.errors import AppError, error_responses, validation_error
+from backend.pagination import Page as ApiPage
 from backend.routing import TurboKitRoute
 from config.database import Database, after_commit
 from threads import store
@@ -102,12 +103,11 @@ async def list_threads(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(pattern=THREAD_CURSOR_PATTERN)] = None,
-) -> dict[str, object]:
+) -> ApiPage[ThreadPublic]:
+    """The caller's threads, most recently active first."""
     page = await _page(store.list_threads(session, user.id, limit=limit, cursor=cursor))
-    return {
-        "items": [ThreadPublic.model_validate(t) for t in page.items],
-        "next_cursor": page.next_cursor,
-    }
+    items = [ThreadPublic.model_validate(t) for t in page.items]
+    return ApiPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get("/v1/threads/{thread_id}", responses=OWNED)
@@ -145,15 +145,14 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(pattern=MESSAGE_CURSOR_PATTERN)] = None,
     order: Literal["asc", "desc"] = "desc",
-) -> dict[str, object]:
+) -> ApiPage[UIMessage]:
+    """The thread's messages as AI SDK UIMessages, ready for `useChat`'s initial messages."""
     await service.owned_thread(session, user.id, thread_id)
     page = await _page(
         store.list_messages(session, thread_id, limit=limit, cursor=cursor, order=order)
     )
-    return {
-        "items": [UIMessage.from_row(m).model_dump(mode="json") for m in page.items],
-        "next_cursor": page.next_cursor,
-    }
+    items = [UIMessage.from_row(m) for m in page.items]
+    return ApiPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.post(
