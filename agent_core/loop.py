@@ -94,6 +94,9 @@ async def run_agent(
             yield RunFailed("UPSTREAM_ERROR", _public_message(exc))
             return
         latency_ms = (time.perf_counter() - started) * 1000
+        if step.response is None and not stop.is_set():
+            yield RunFailed("UPSTREAM_ERROR", "The model's answer ended before it was complete.")
+            return
         if step.response is None:  # stopped mid-stream
             yield ModelCalled(number, _estimate(request, step), latency_ms, estimated=True)
             yield StepFinished(number)
