@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,38 @@ class Identity:
 
 class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Identity: ...
+
+
+class CachedVerifier:
+    """Remembers tokens already verified until they expire: a client sends the same token with
+    every request, and parsing plus RSA verification is the costliest part of authentication."""
+
+    def __init__(self, inner: TokenVerifier, max_entries: int = 10_000) -> None:
+        self.inner = inner
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
+
+    async def verify(self, token: str) -> Identity:
+        hit = self._cache.get(token)
+        if hit is not None and time.time() < hit[1]:
+            self._cache.move_to_end(token)
+            return hit[0]
+        identity = await self.inner.verify(token)
+        self._remember(token, identity)
+        return identity
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def _remember(self, token: str, identity: Identity) -> None:
+        expires = _unverified_expiry(token)
+        if expires is None:
+            return
+        self._cache[token] = (identity, expires)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
 
 
 class ClerkVerifier:
@@ -110,12 +143,12 @@ class DevVerifier:
         return _identity(_decode(token, self._public_key, DEV_ISSUER))
 
 
-def make_verifier(settings: Settings) -> TokenVerifier:
+def make_verifier(settings: Settings) -> CachedVerifier:
     if settings.clerk_jwt_issuer_domain:
-        return ClerkVerifier(settings)
+        return CachedVerifier(ClerkVerifier(settings))
     if settings.environment is Environment.production:
         raise RuntimeError("CLERK_JWT_ISSUER_DOMAIN must be set in production")
-    return DevVerifier(settings)
+    return CachedVerifier(DevVerifier(settings))
 
 
 def load_dev_key(settings: Settings) -> rsa.RSAPrivateKey:
@@ -210,6 +243,12 @@ def _identity(claims: dict[str, Any]) -> Identity:
         image_url=_str_claim(claims, "image_url") or _str_claim(claims, "picture"),
         is_admin=role == "admin",
     )
+
+
+def _unverified_expiry(token: str) -> float | None:
+    """The `exp` of a token that was just verified (so reading it unverified is safe)."""
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _str_claim(claims: dict[str, Any], name: str) -> str | None:

@@ -5,7 +5,7 @@ last id seen: rows created during a walk land before the cursor and never shift 
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closure's Query objects.
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
@@ -32,14 +32,14 @@ class PageParams:
     cursor: str | None
 
 
-def page_params(prefix: str) -> Callable[..., PageParams]:
+def page_params(prefix: str) -> Callable[..., Awaitable[PageParams]]:
     """A `?limit=&cursor=` dependency whose cursor is the last id of the previous page.
 
     The cursor's documented pattern is exactly the id pattern, so a cursor that fits the schema is
     always one the server accepts; anything else is a 422."""
     cursor_query = Query(pattern=id_pattern(prefix), description="next_cursor of the last page")
 
-    def dependency(
+    async def dependency(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, cursor_query] = None,
     ) -> PageParams:

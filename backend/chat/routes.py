@@ -49,12 +49,12 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_runs(request: Request) -> RunManager:
+async def get_runs(request: Request) -> RunManager:
     runs: RunManager = request.app.state.runs
     return runs
 
 
-def get_agents(request: Request) -> dict[str, Agent]:
+async def get_agents(request: Request) -> dict[str, Agent]:
     agents: dict[str, Agent] = request.app.state.agents
     return agents
 
