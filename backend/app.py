@@ -16,6 +16,7 @@ from agent_core.llm.base import LLM
 from backend import migrations
 from backend.agents import build_agents, build_llm
 from backend.auth import make_verifier
+from backend.billing.routes import router as billing_router
 from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
 from backend.errors import install_error_handlers
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(users_router)
     app.include_router(projects_router)
     app.include_router(chat_router)
+    app.include_router(billing_router)
     _document_agents(app)
     return app
 

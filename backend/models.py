@@ -1,7 +1,21 @@
 """Every table, imported in one place so `Base.metadata` is complete for migrations and tests."""
 
+from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
 from backend.projects.models import Project
 from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
-__all__ = ["LLMCall", "Message", "Project", "Run", "RunEvent", "Thread", "User"]
+__all__ = [
+    "LLMCall",
+    "LedgerEntry",
+    "Message",
+    "Project",
+    "Reservation",
+    "Run",
+    "RunEvent",
+    "Thread",
+    "UsageDaily",
+    "UsageEvent",
+    "User",
+    "WebhookEvent",
+]

@@ -14,7 +14,7 @@ import time
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 BODY_PATTERN = "[0-9A-HJKMNP-TV-Z]{26}"
-PREFIXES = ("usr", "prj", "thr", "msg", "run", "upl", "evt", "apr", "wfr", "eml")
+PREFIXES = ("usr", "prj", "thr", "msg", "run", "upl", "evt", "apr", "wfr", "eml", "led", "llm")
 
 _lock = threading.Lock()
 _last = 0

@@ -29,6 +29,7 @@ from backend.deps import CurrentUser, DatabaseDep, SessionDep, SettingsDep
 from backend.errors import AppError, error_responses, validation_error
 from backend.pagination import Page as ApiPage
 from backend.routing import TurboKitRoute
+from backend.users.models import User
 from config.database import Database, after_commit
 from threads import store
 from threads.models import RunStatus, Thread
@@ -175,7 +176,8 @@ async def post_message(
     `Accept: text/event-stream`, the UI message stream as it happens)."""
     service.require_llm(settings)
     thread = await service.owned_thread(session, user.id, thread_id)
-    run_id = await _start(session, runs, agents[thread.agent], thread, Turn(data.text, data.model))
+    turn = Turn(data.text, data.model)
+    run_id = await _start(session, runs, user, agents[thread.agent], thread, turn)
     if accept and "text/event-stream" in accept:
         return stream_response(runs.follow(run_id))
     return AwaitedResponse(lambda: _reply(runs, db, run_id))
@@ -197,7 +199,7 @@ async def chat(
     service.require_llm(settings)
     thread = await service.chat_thread(session, user.id, data.id)
     turn = service.turn_from_chat(data)
-    run_id = await _start(session, runs, agents[thread.agent], thread, turn)
+    run_id = await _start(session, runs, user, agents[thread.agent], thread, turn)
     return stream_response(runs.follow(run_id))
 
 
@@ -238,9 +240,14 @@ async def stop(
 
 
 async def _start(
-    session: AsyncSession, runs: RunManager, agent: Agent, thread: Thread, turn: Turn
+    session: AsyncSession,
+    runs: RunManager,
+    user: User,
+    agent: Agent,
+    thread: Thread,
+    turn: Turn,
 ) -> str:
-    run, start_now = await service.start_turn(session, thread, agent, turn, runs.active_run)
+    run, start_now = await service.start_turn(session, user, thread, agent, turn, runs.active_run)
     runs.open(run)
     if start_now:
         after_commit(session, lambda: runs.launch(run))

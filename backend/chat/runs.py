@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -24,6 +24,7 @@ from agent_core.context import fit_to_budget, to_chat_messages
 from agent_core.events import AgentEvent, ModelCalled, RunFailed, RunFinished, StepFinished
 from agent_core.llm.base import LLM
 from agent_core.loop import run_agent
+from backend.billing import service as billing
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
 from config.database import Database, utcnow
 from config.settings import Settings
@@ -148,6 +149,7 @@ class RunManager:
         log.warning("run %s was abandoned (its process stopped); ending it", run.id)
         error = RunError(code="INTERRUPTED", message="The server stopped during the run")
         await store.mark_run_finished(session, run.id, RunStatus.failed, error=error)
+        await billing.release(session, run.id)
         return None
 
     async def abandoned(self, session: AsyncSession, run: Run) -> bool:
@@ -254,6 +256,9 @@ class RunManager:
             rows = await store.get_last_messages(session, run.thread_id, HISTORY_MESSAGES)
         history = to_chat_messages(rows)
         messages = fit_to_budget(agent.system_prompt(ctx), history, agent.context_tokens)
+        max_steps = run.request.get("max_steps")
+        if isinstance(max_steps, int):
+            agent = replace(agent, max_steps=max(1, min(agent.max_steps, max_steps)))
         async for event in run_agent(
             agent, self.llm, messages, ctx, model=run.model, stop=self._stops[run.id]
         ):
@@ -284,9 +289,10 @@ class RunManager:
         return {"run_id": run.id, "model": run.model, "usage": outcome.usage.public()}
 
     async def _record_call(self, run: Run, event: ModelCalled) -> None:
+        """The call, its usage event and its credits, in one transaction."""
         usage = event.usage
         async with self.db.write() as session:
-            await store.record_llm_call(
+            call = await store.record_llm_call(
                 session,
                 run,
                 model=usage.model or run.model,
@@ -298,6 +304,7 @@ class RunManager:
                 latency_ms=round(event.latency_ms),
                 generation_id=usage.generation_id,
             )
+            await billing.settle_call(session, run, call, self.settings)
 
     async def _persist_events(self, run_log: RunLog) -> None:
         pending = run_log.chunks[run_log.persisted :]
@@ -328,6 +335,7 @@ class RunManager:
                 )
             if pending:
                 await store.append_run_events(session, run.id, pending)
+            await billing.release(session, run.id)
             await store.mark_run_finished(
                 session,
                 run.id,

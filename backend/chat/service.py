@@ -10,8 +10,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_core.agent import Agent
+from backend.billing import service as billing
+from backend.billing.plans import Plan, plan_for
 from backend.chat.schemas import ChatRequest, ClientMessage
 from backend.errors import AppError, not_found, validation_error
+from backend.users.models import User
 from config.ids import new_id
 from config.settings import Settings
 from threads import store
@@ -68,7 +71,12 @@ ActiveRun = Callable[[AsyncSession, str], Awaitable[Run | None]]
 
 
 async def start_turn(
-    session: AsyncSession, thread: Thread, agent: Agent, turn: Turn, active_run: ActiveRun
+    session: AsyncSession,
+    user: User,
+    thread: Thread,
+    agent: Agent,
+    turn: Turn,
+    active_run: ActiveRun,
 ) -> tuple[Run, bool]:
     """Create the run for this turn; returns it and whether it may start now (else it queues)."""
     await store.touch_thread(session, thread.id)  # the thread's row lock: one door at a time
@@ -78,14 +86,16 @@ async def start_turn(
         raise AppError(
             "CONFLICT", "A run is already active on this thread", 409, {"run_id": active.id}
         )
-    request: dict[str, str] = {}
+    request: dict[str, str | int] = {}
     if turn.text is None:
         await _drop_last_answer(session, thread.id)
     elif active is not None:
         request["queued_text"] = turn.text  # saved when the run starts, after the active one
     else:
         await store.append_message(session, thread.id, Role.user, [TextPart(text=turn.text)])
-    model = _model(agent, turn.model)
+    plan = plan_for(user.plan)
+    model = _model(agent, turn.model, plan)
+    request["max_steps"] = min(agent.max_steps, plan.max_steps)
     run = await store.create_run(
         session,
         thread_id=thread.id,
@@ -95,17 +105,20 @@ async def start_turn(
         request=request,
         assistant_message_id=new_id("msg"),
     )
+    await billing.reserve(session, user, run.id)
     return run, active is None
 
 
-def _model(agent: Agent, requested: str | None) -> str:
+def _model(agent: Agent, requested: str | None, plan: Plan) -> str:
     model = agent.model or ""
-    if requested is None or requested == model:
-        return model
-    if requested in agent.fallback_models:
-        return requested
-    allowed = ", ".join([model, *agent.fallback_models])
-    raise validation_error(["body", "model"], f"model must be one of: {allowed}")
+    if requested is not None and requested != model:
+        if requested not in agent.fallback_models:
+            allowed = ", ".join([model, *agent.fallback_models])
+            raise validation_error(["body", "model"], f"model must be one of: {allowed}")
+        model = requested
+    if plan.allowed_models is not None and model not in plan.allowed_models:
+        raise AppError("FORBIDDEN", f"The {plan.name} plan does not include {model}", 403)
+    return model
 
 
 def _text_of(message: ClientMessage) -> str:

@@ -1,0 +1,2 @@
+"""Billing: plans, the credits ledger, reservations settled per LLM call, usage events and their
+daily rollup, payments from Stripe."""

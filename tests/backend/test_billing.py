@@ -1,0 +1,152 @@
+"""Credits: reserved before a run, settled per LLM call, released at the end; never below zero."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from backend.billing import service as billing
+from backend.billing.models import LedgerEntry, UsageEvent
+from backend.billing.plans import plan_for
+from backend.users.models import User
+from tests.conftest import Users
+from tests.support.scripted_provider import ErrorReply, ScriptedProvider, TextReply, Usage
+from tests.support.ui_stream import chat_body, read_chunks, text_of
+
+FREE = plan_for("free")
+
+
+async def user_with_balance(
+    http: httpx.AsyncClient, app: FastAPI, users: Users, credits: int
+) -> tuple[dict[str, str], str]:
+    """A fresh free user whose balance is exactly `credits` (after this month's grant)."""
+    headers = users.headers()
+    user_id = (await http.get("/v1/me", headers=headers)).json()["id"]
+    async with app.state.db.write() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        await billing.grant_monthly(session, user)
+        current = await billing.balance(session, user_id)
+        await billing.change_balance(
+            session, user_id, credits - current, reason="adjustment", key=f"test:{uuid.uuid4()}"
+        )
+    return headers, user_id
+
+
+async def ledger_sum(app: FastAPI, user_id: str, after_key_prefix: str = "test:") -> int:
+    async with app.state.db.read() as session:
+        total = await session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.delta), 0)).where(
+                LedgerEntry.user_id == user_id,
+                LedgerEntry.reason != "adjustment",
+                LedgerEntry.reason != "grant",
+            )
+        )
+    return int(total or 0)
+
+
+async def chat_once(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[int, Any]:
+    thread_id = f"bill-{uuid.uuid4().hex[:12]}"
+    async with http.stream(
+        "POST", "/v1/chat", json=chat_body(thread_id, "Hi"), headers=headers
+    ) as response:
+        if response.status_code != 200:
+            return response.status_code, (await response.aread()).decode()
+        return 200, await read_chunks(response)
+
+
+async def test_fifty_chats_at_once_never_overdraw(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    start = 10 * FREE.run_reservation
+    headers, user_id = await user_with_balance(chat, chat_app, users, start)
+    provider.reset(default=TextReply("one two three four five six seven eight", delay=0.05))
+
+    results = await asyncio.gather(*(chat_once(chat, headers) for _ in range(50)))
+
+    ok = [body for status, body in results if status == 200]
+    refused = [body for status, body in results if status == 402]
+    assert len(ok) + len(refused) == 50
+    assert 1 <= len(ok) <= 10
+    for body in refused:
+        assert '"INSUFFICIENT_CREDITS"' in body
+        assert f'"required":{FREE.run_reservation}' in body
+    assert len(provider.requests) == len(ok)  # no refused chat reached the model
+    for chunks in ok:
+        assert chunks[-1]["type"] == "finish"
+
+    async with chat_app.state.db.read() as session:
+        final = await billing.balance(session, user_id)
+        spent = await session.scalar(
+            select(func.sum(UsageEvent.credits)).where(UsageEvent.user_id == user_id)
+        )
+    assert final >= 0
+    assert spent == len(ok)  # one call each, 1 credit (ceil of 0.123)
+    assert start - final == spent
+    assert await ledger_sum(chat_app, user_id) == final - start
+
+
+async def test_a_run_is_refused_with_402_when_the_balance_cannot_cover_it(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, _ = await user_with_balance(chat, chat_app, users, FREE.run_reservation - 1)
+    status, body = await chat_once(chat, headers)
+    assert status == 402
+    assert f'"available":{FREE.run_reservation - 1}' in body
+    assert provider.requests == []
+
+
+async def test_usage_event_matches_the_provider_and_unused_credits_return(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, user_id = await user_with_balance(chat, chat_app, users, 100)
+    provider.push(
+        TextReply("Sure.", usage=Usage(prompt_tokens=321, completion_tokens=45, cost=0.0072))
+    )
+    status, chunks = await chat_once(chat, headers)
+    assert status == 200
+    assert text_of(chunks) == "Sure."
+    async with chat_app.state.db.read() as session:
+        events = list(
+            await session.scalars(select(UsageEvent).where(UsageEvent.user_id == user_id))
+        )
+        final = await billing.balance(session, user_id)
+    assert [
+        (e.prompt_tokens, e.completion_tokens, float(e.cost_usd), e.credits, e.priced_by)
+        for e in events
+    ] == [(321, 45, 0.0072, 8, "provider")]
+    assert events[0].generation_id
+    assert final == 100 - 8
+    billing_view = (await chat.get("/v1/billing", headers=headers)).json()
+    assert billing_view == {
+        "plan": "free",
+        "credits": 92,
+        "credits_per_usd": 1000,
+        "monthly_credits": FREE.monthly_credits,
+    }
+
+
+async def test_a_failed_run_is_billed_for_what_it_used(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, user_id = await user_with_balance(chat, chat_app, users, 100)
+    from tests.support.scripted_provider import ToolCall, ToolCallReply
+
+    provider.push(
+        ToolCallReply(calls=[ToolCall("search_projects", {"query": "x"})], usage=Usage(cost=0.002)),
+        ErrorReply(500),
+        ErrorReply(500),
+        ErrorReply(500),
+    )
+    status, chunks = await chat_once(chat, headers)
+    assert status == 200
+    assert chunks[-1]["type"] == "error"
+    async with chat_app.state.db.read() as session:
+        final = await billing.balance(session, user_id)
+    assert final == 100 - 2  # the first call's cost; the reservation's rest came back
+    assert await ledger_sum(chat_app, user_id) == -2
