@@ -22,6 +22,7 @@ from backend.chat.runs import RunManager
 from backend.errors import install_error_handlers
 from backend.middleware import RequestIdMiddleware
 from backend.projects.routes import router as projects_router
+from backend.ratelimit import make_limiter
 from backend.users.routes import router as users_router
 from config.database import Database
 from config.logging import configure_logging
@@ -47,6 +48,7 @@ def create_app(
         app.state.settings = settings
         app.state.db = db
         app.state.verifier = make_verifier(settings)
+        app.state.limiter = make_limiter(settings)
         app.state.agents = build_agents(settings)
         app.state.runs = RunManager(db, settings, app.state.agents, llm or build_llm(settings))
         log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))

@@ -28,6 +28,7 @@ from backend.chat.stream import stream_response
 from backend.deps import CurrentUser, DatabaseDep, SessionDep, SettingsDep
 from backend.errors import AppError, error_responses, validation_error
 from backend.pagination import Page as ApiPage
+from backend.ratelimit import ChatRateLimit
 from backend.routing import TurboKitRoute
 from backend.users.models import User
 from config.database import Database, after_commit
@@ -43,7 +44,7 @@ from threads.store import (
 
 router = APIRouter(route_class=TurboKitRoute, tags=["chat"], responses=error_responses(401, 422))
 OWNED = error_responses(404)
-STARTS_RUN = error_responses(404, 409, 503)
+STARTS_RUN = error_responses(402, 404, 409, 429, 503)
 ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN)]
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "UI message stream v1"}
@@ -170,6 +171,7 @@ async def post_message(
     runs: RunsDep,
     agents: AgentsDep,
     db: DatabaseDep,
+    _limit: ChatRateLimit,
     accept: Annotated[str | SkipJsonSchema[None], Header()] = None,
 ) -> Response:
     """Send a message and get the assistant's reply when the run completes (or, with
@@ -194,6 +196,7 @@ async def chat(
     settings: SettingsDep,
     runs: RunsDep,
     agents: AgentsDep,
+    _limit: ChatRateLimit,
 ) -> Response:
     """The `useChat` transport: saves the last user message and streams the agent's answer."""
     service.require_llm(settings)

@@ -19,17 +19,19 @@ from tests.support.scripted_provider import ErrorReply, ScriptedProvider, TextRe
 from tests.support.ui_stream import chat_body, read_chunks, text_of
 
 FREE = plan_for("free")
+ENTERPRISE = plan_for("enterprise")
 
 
 async def user_with_balance(
-    http: httpx.AsyncClient, app: FastAPI, users: Users, credits: int
+    http: httpx.AsyncClient, app: FastAPI, users: Users, credits: int, plan: str = "free"
 ) -> tuple[dict[str, str], str]:
-    """A fresh free user whose balance is exactly `credits` (after this month's grant)."""
+    """A fresh user on `plan` whose balance is exactly `credits` (after this month's grant)."""
     headers = users.headers()
     user_id = (await http.get("/v1/me", headers=headers)).json()["id"]
     async with app.state.db.write() as session:
         user = await session.get(User, user_id)
         assert user is not None
+        user.plan = plan
         await billing.grant_monthly(session, user)
         current = await billing.balance(session, user_id)
         await billing.change_balance(
@@ -63,8 +65,9 @@ async def chat_once(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[i
 async def test_fifty_chats_at_once_never_overdraw(
     chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
 ) -> None:
-    start = 10 * FREE.run_reservation
-    headers, user_id = await user_with_balance(chat, chat_app, users, start)
+    # enterprise: its rate limit lets all 50 through to the credit check
+    start = 10 * ENTERPRISE.run_reservation
+    headers, user_id = await user_with_balance(chat, chat_app, users, start, "enterprise")
     provider.reset(default=TextReply("one two three four five six seven eight", delay=0.05))
 
     results = await asyncio.gather(*(chat_once(chat, headers) for _ in range(50)))
@@ -75,7 +78,7 @@ async def test_fifty_chats_at_once_never_overdraw(
     assert 1 <= len(ok) <= 10
     for body in refused:
         assert '"INSUFFICIENT_CREDITS"' in body
-        assert f'"required":{FREE.run_reservation}' in body
+        assert f'"required":{ENTERPRISE.run_reservation}' in body
     assert len(provider.requests) == len(ok)  # no refused chat reached the model
     for chunks in ok:
         assert chunks[-1]["type"] == "finish"
@@ -150,3 +153,18 @@ async def test_a_failed_run_is_billed_for_what_it_used(
         final = await billing.balance(session, user_id)
     assert final == 100 - 2  # the first call's cost; the reservation's rest came back
     assert await ledger_sum(chat_app, user_id) == -2
+
+
+async def test_the_chat_after_the_plans_limit_in_a_minute_is_rate_limited(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, _ = await user_with_balance(chat, chat_app, users, 10_000)
+    for _ in range(FREE.chat_requests_per_minute):
+        status, _body = await chat_once(chat, headers)
+        assert status == 200
+    thread = f"bill-{uuid.uuid4().hex[:12]}"
+    response = await chat.post("/v1/chat", json=chat_body(thread, "One more"), headers=headers)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RATE_LIMITED"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert len(provider.requests) == FREE.chat_requests_per_minute
