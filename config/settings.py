@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     email_from: str = "TurboKit <noreply@example.com>"
     stripe_webhook_secret: str | None = None
     autumn_secret_key: str | None = None
+    autumn_base_url: str | None = None
+    autumn_feature_id: str = "credits"
+    autumn_sync_seconds: float = Field(default=5.0, gt=0)
 
     r2_access_key_id: str | None = None
     r2_secret_access_key: str | None = None

@@ -51,6 +51,7 @@ class UsageEvent(Base):
         Index("ix_usage_events_user_id_id", "user_id", "id"),
         Index("ix_usage_events_user_id_created_at", "user_id", "created_at"),
         Index("ix_usage_events_created_at", "created_at"),
+        Index("ix_usage_events_autumn_synced_at_id", "autumn_synced_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(30), primary_key=True, default=lambda: new_id("evt"))
@@ -70,6 +71,8 @@ class UsageEvent(Base):
     priced_by: Mapped[str] = mapped_column(String(20))
     """`provider` (the provider's reported cost) or `price_table` (configured prices)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    autumn_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When Autumn acknowledged this event (null while it waits, if Autumn is configured)."""
 
 
 class UsageDaily(Base):

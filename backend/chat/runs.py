@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from decimal import Decimal
@@ -26,7 +26,7 @@ from agent_core.llm.base import LLM
 from agent_core.loop import run_agent
 from backend.billing import service as billing
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
-from config.database import Database, utcnow
+from config.database import Database, after_commit, utcnow
 from config.settings import Settings
 from threads import store
 from threads.models import Role, Run, RunEvent, RunStatus
@@ -113,8 +113,15 @@ class RunManager:
     """Starts runs as tasks of this process, and lets readers follow or stop them."""
 
     def __init__(
-        self, db: Database, settings: Settings, agents: dict[str, Agent], llm: LLM | None
+        self,
+        db: Database,
+        settings: Settings,
+        agents: dict[str, Agent],
+        llm: LLM | None,
+        on_usage: Callable[[], object] | None = None,
     ) -> None:
+        self.on_usage = on_usage
+        """Called after a usage event commits (e.g. to wake the Autumn sync)."""
         self.db = db
         self.settings = settings
         self.agents = agents
@@ -305,6 +312,8 @@ class RunManager:
                 generation_id=usage.generation_id,
             )
             await billing.settle_call(session, run, call, self.settings)
+            if self.on_usage is not None:
+                after_commit(session, self.on_usage)
 
     async def _persist_events(self, run_log: RunLog) -> None:
         pending = run_log.chunks[run_log.persisted :]

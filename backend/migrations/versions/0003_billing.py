@@ -67,11 +67,15 @@ def upgrade() -> None:
         sa.Column("credits", sa.Integer, nullable=False),
         sa.Column("priced_by", sa.String(20), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("autumn_synced_at", UTCDateTime()),
         sa.UniqueConstraint("llm_call_id", name=op.f("uq_usage_events_llm_call_id")),
     )
     op.create_index("ix_usage_events_user_id_id", "usage_events", ["user_id", "id"])
     op.create_index("ix_usage_events_user_id_created_at", "usage_events", ["user_id", "created_at"])
     op.create_index("ix_usage_events_created_at", "usage_events", ["created_at"])
+    op.create_index(
+        "ix_usage_events_autumn_synced_at_id", "usage_events", ["autumn_synced_at", "id"]
+    )
     op.create_table(
         "usage_daily",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
