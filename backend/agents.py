@@ -27,15 +27,7 @@ def build_llm(settings: Settings) -> LLM | None:
         return None
     from agent_core.llm.litellm_model import LiteLLMModel
 
-    return LiteLLMModel(
-        api_key=settings.openrouter_api_key,
-        base_url=settings.openrouter_base_url,
-        app_url=settings.app_url,
-        app_name=settings.app_name,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        backoff_base=settings.llm_backoff_seconds,
-    )
+    return LiteLLMModel.from_settings(settings)
 
 
 def build_agents(settings: Settings) -> dict[str, Agent]:

@@ -84,6 +84,7 @@ class LiteLLMModel:
             app_name=settings.app_name,
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.llm_max_retries,
+            backoff_base=settings.llm_backoff_seconds,
         )
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
