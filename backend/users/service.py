@@ -8,6 +8,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Identity
+from backend.billing import service as billing
 from backend.users.models import User
 from backend.users.schemas import UserUpdate
 from config.database import dialect_name, utcnow
@@ -43,6 +44,7 @@ async def provision(session: AsyncSession, identity: Identity) -> User:
     await session.execute(statement)
     user = await get_by_clerk_id(session, identity.subject)
     assert user is not None
+    await billing.grant_monthly(session, user)  # a new user starts with the plan's credits
     return user
 
 

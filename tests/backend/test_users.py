@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from backend.billing.plans import plan_for
 from tests.conftest import Users
 
 
@@ -33,6 +34,7 @@ async def test_first_request_provisions_a_free_user(
         False,
     )
     assert me["created_at"].endswith("Z")
+    assert me["credits"] == plan_for("free").monthly_credits  # this month's grant
     again = await client.get("/v1/me", headers=headers)
     assert again.json()["id"] == me["id"]
 
