@@ -16,6 +16,7 @@ from agent_core.llm.base import LLM
 from backend import migrations
 from backend.agents import build_agents, build_llm
 from backend.auth import make_verifier
+from backend.billing.autumn import AutumnSync
 from backend.billing.routes import router as billing_router
 from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
@@ -24,6 +25,7 @@ from backend.middleware import RequestIdMiddleware
 from backend.projects.routes import router as projects_router
 from backend.ratelimit import make_limiter
 from backend.users.routes import router as users_router
+from backend.webhooks.routes import router as webhooks_router
 from config.database import Database
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -50,12 +52,24 @@ def create_app(
         app.state.verifier = make_verifier(settings)
         app.state.limiter = make_limiter(settings)
         app.state.agents = build_agents(settings)
-        app.state.runs = RunManager(db, settings, app.state.agents, llm or build_llm(settings))
+        autumn = AutumnSync(db, settings) if settings.autumn_secret_key else None
+        app.state.autumn = autumn
+        app.state.runs = RunManager(
+            db,
+            settings,
+            app.state.agents,
+            llm or build_llm(settings),
+            on_usage=autumn.nudge if autumn else None,
+        )
+        if autumn is not None:
+            autumn.start()
         log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))
         try:
             yield
         finally:
             await app.state.runs.shutdown()
+            if app.state.autumn is not None:
+                await app.state.autumn.stop()
             aclose = getattr(app.state.verifier, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -75,6 +89,7 @@ def create_app(
     app.include_router(projects_router)
     app.include_router(chat_router)
     app.include_router(billing_router)
+    app.include_router(webhooks_router)
     _document_agents(app)
     return app
 

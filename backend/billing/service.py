@@ -90,7 +90,8 @@ async def change_balance(
 
 
 async def grant_monthly(session: AsyncSession, user: User, when: datetime | None = None) -> bool:
-    """The plan's monthly credits, once per user and calendar month (UTC)."""
+    """The plan's monthly credits, once per user, plan and calendar month (UTC); keyed by plan
+    too, so an upgrade in the middle of a month still receives the new plan's grant."""
     period = (when or datetime.now(UTC)).strftime("%Y-%m")
     amount = plan_for(user.plan).monthly_credits
     entry = await change_balance(
@@ -98,7 +99,7 @@ async def grant_monthly(session: AsyncSession, user: User, when: datetime | None
         user.id,
         amount,
         reason="grant",
-        key=f"monthly:{user.id}:{period}",
+        key=f"monthly:{user.id}:{period}:{user.plan}",
         metadata={"plan": user.plan, "period": period},
     )
     return entry is not None
