@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
 
     credits_per_usd: int = Field(default=1000, gt=0)
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"openai/gpt-4o-mini": (0.15, 0.60)}
+    )
+    """USD per million prompt and completion tokens, for calls whose provider reported no cost
+    (e.g. one cut short by a stop); JSON in MODEL_PRICES."""
     metrics_token: str | None = None
 
     @model_validator(mode="before")

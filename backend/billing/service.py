@@ -135,7 +135,7 @@ async def settle_call(
 ) -> UsageEvent:
     """Meter one LLM call: a usage event, the daily rollup, and the credits taken from the run's
     reservation (beyond it, from the balance, never below zero)."""
-    cost, priced_by = _cost(call, prices or {})
+    cost, priced_by = _cost(call, prices if prices is not None else price_table(settings))
     credits = credits_for(cost, settings.credits_per_usd) if cost is not None else None
     reservation = await session.get(Reservation, run.id, with_for_update=True)
     if credits is None:  # no price known: charge what the run still holds, never nothing
@@ -211,10 +211,17 @@ async def _take(
         )
 
 
+def price_table(settings: Settings) -> dict[str, Price]:
+    return {
+        model: Price(Decimal(str(prompt)), Decimal(str(completion)))
+        for model, (prompt, completion) in settings.model_prices.items()
+    }
+
+
 def _cost(call: LLMCall, prices: dict[str, Price]) -> tuple[Decimal | None, str]:
     if call.cost_usd is not None:
         return Decimal(call.cost_usd), "provider"
-    price = prices.get(call.model)
+    price = prices.get(call.model.removeprefix("openrouter/"))
     if price is None:
         return None, "none"
     million = Decimal(1_000_000)

@@ -168,3 +168,37 @@ async def test_the_chat_after_the_plans_limit_in_a_minute_is_rate_limited(
     assert response.json()["error"]["code"] == "RATE_LIMITED"
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert len(provider.requests) == FREE.chat_requests_per_minute
+
+
+async def test_a_stopped_run_is_billed_for_what_it_used(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, user_id = await user_with_balance(chat, chat_app, users, 100)
+    provider.push(TextReply(" ".join(f"w{n}" for n in range(300)), delay=0.01))
+    thread = f"bill-{uuid.uuid4().hex[:12]}"
+    async with chat.stream(
+        "POST", "/v1/chat", json=chat_body(thread, "Go"), headers=headers
+    ) as response:
+        stopped = False
+        async for line in response.aiter_lines():
+            if '"text-delta"' in line and not stopped:
+                assert (
+                    await chat.post(f"/v1/chat/{thread}/stop", headers=headers)
+                ).status_code == 202
+                stopped = True
+    for _ in range(200):
+        if (await chat.get(f"/v1/chat/{thread}/stream", headers=headers)).status_code == 204:
+            break
+        await asyncio.sleep(0.02)
+    async with chat_app.state.db.read() as session:
+        events = list(
+            await session.scalars(select(UsageEvent).where(UsageEvent.user_id == user_id))
+        )
+        final = await billing.balance(session, user_id)
+    assert len(events) == 1
+    assert events[0].priced_by == "price_table"  # the provider never reported the cut call
+    assert events[0].prompt_tokens > 0
+    assert events[0].completion_tokens > 0
+    assert events[0].credits >= 1
+    assert final == 100 - events[0].credits
+    assert await ledger_sum(chat_app, user_id) == -events[0].credits
