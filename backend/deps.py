@@ -77,6 +77,9 @@ async def get_current_user(identity: IdentityDep, session: SessionDep, db: Datab
 async def _provision(identity: Identity, session: AsyncSession, db: Database) -> User:
     if session.info.get("write"):
         return await users.provision(session, identity)
+    # End the read transaction first: it holds a pooled connection, and many first requests at
+    # once would otherwise hold every connection while waiting for one to write with.
+    await session.rollback()
     async with db.write() as write_session:
         return await users.provision(write_session, identity)
 

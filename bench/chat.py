@@ -482,7 +482,9 @@ async def open_connections(session: Any, count: int) -> None:
 def import_litellm_in_background() -> None:
     """Start importing litellm (seconds) in a thread; `import litellm` later waits for it."""
     import aiohttp  # noqa: F401 - imported here first, so the two threads share no import
-    import uvloop  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
 
     threading.Thread(
         target=importlib.import_module, args=("litellm",), name="import-litellm", daemon=True

@@ -86,3 +86,16 @@ async def test_delete_is_soft_and_ends_the_session(client: httpx.AsyncClient, us
     response = await client.get("/v1/me", headers=headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_many_new_users_at_once_are_provisioned_without_waiting(
+    client: httpx.AsyncClient, users: Users
+) -> None:
+    """More first requests than pooled connections: none waits for a connection held by another."""
+    import asyncio
+
+    async with asyncio.timeout(10):
+        responses = await asyncio.gather(
+            *(client.get("/v1/projects", headers=users.headers()) for _ in range(25))
+        )
+    assert [r.status_code for r in responses] == [200] * 25
