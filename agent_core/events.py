@@ -64,6 +64,25 @@ class ToolOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolApprovalRequested:
+    """A call waits for a person's decision; the run pauses after this step."""
+
+    call_id: str
+    tool_name: str
+    approval_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDenied:
+    """A person denied the call; the model is told so instead of getting a result."""
+
+    call_id: str
+    tool_name: str
+    approval_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelCalled:
     """One LLM call finished (or was cut short by a stop, with `estimated` usage)."""
 
@@ -84,6 +103,11 @@ class RunFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class RunPaused:
+    """The run waits for tool approvals; it goes on once every one is decided."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunFailed:
     code: str
     message: str
@@ -98,8 +122,11 @@ AgentEvent = (
     | ToolInputDelta
     | ToolInputAvailable
     | ToolOutput
+    | ToolApprovalRequested
+    | ToolDenied
     | ModelCalled
     | StepFinished
     | RunFinished
+    | RunPaused
     | RunFailed
 )

@@ -19,11 +19,14 @@ from agent_core.events import (
     ModelCalled,
     RunFailed,
     RunFinished,
+    RunPaused,
     StepFinished,
     StepStarted,
     TextDelta,
     TextEnded,
     TextStarted,
+    ToolApprovalRequested,
+    ToolDenied,
     ToolInputAvailable,
     ToolInputDelta,
     ToolInputStarted,
@@ -41,7 +44,8 @@ from agent_core.llm.types import (
     ToolSpec,
 )
 from agent_core.llm.types import TextDelta as ModelTextDelta
-from tools import ToolCall, ToolContext, ToolResult, execute_all
+from config.ids import new_id
+from tools import ToolCall, ToolContext, ToolResult, approval_required, execute_all
 
 log = logging.getLogger("turbokit.agent")
 
@@ -73,15 +77,19 @@ async def run_agent(
     *,
     model: str,
     stop: asyncio.Event | None = None,
+    first_step: int = 1,
 ) -> AsyncIterator[AgentEvent]:
-    """Run `agent` over `messages` (system prompt first) and yield what happens, in order."""
+    """Run `agent` over `messages` (system prompt first) and yield what happens, in order.
+
+    A run that goes on after approvals starts at `first_step`: `max_steps` counts the whole run.
+    """
     stop = stop or asyncio.Event()
     working = list(messages)
     tools = [
         ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
         for t in agent.tools
     ]
-    for number in range(1, agent.max_steps + 1):
+    for number in range(first_step, agent.max_steps + 1):
         yield StepStarted(number)
         request = _request(agent, model, working, tools, number, ctx)
         step = _Step(number)
@@ -115,9 +123,17 @@ async def run_agent(
             yield StepFinished(number)
             yield RunFinished("other")
             return
-        results = await execute_all(agent.tools, calls, ctx, agent.max_tool_concurrency)
-        for call, result in zip(calls, results, strict=True):
+        waiting = [call for call in calls if approval_required(agent.tools, call)]
+        ready = [call for call in calls if call not in waiting]
+        results = await execute_all(agent.tools, ready, ctx, agent.max_tool_concurrency)
+        for call, result in zip(ready, results, strict=True):
             yield _tool_output(call, result)
+        if waiting:
+            for call in waiting:
+                yield ToolApprovalRequested(call.id, call.name, new_id("apr"))
+            yield StepFinished(number)
+            yield RunPaused()
+            return
         working.append(response.to_message())
         working.extend(
             ToolMessage(tool_call_id=r.call_id, content=_result_text(r)) for r in results
@@ -127,6 +143,32 @@ async def run_agent(
             yield RunFinished("other")
             return
     yield RunFinished("tool-calls")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A person's answer to one approval request."""
+
+    call: ToolCall
+    approval_id: str
+    approved: bool
+    reason: str | None = None
+
+
+async def run_decided_calls(
+    agent: Agent, decisions: Sequence[Decision], ctx: ToolContext
+) -> AsyncIterator[AgentEvent]:
+    """Carry out approval decisions before a paused run goes on: approved calls run (together,
+    as a step's calls do), denied ones become a denial the model reads as the call's result."""
+    approved = [d.call for d in decisions if d.approved]
+    results = await execute_all(agent.tools, approved, ctx, agent.max_tool_concurrency)
+    outcomes = dict(zip([call.id for call in approved], results, strict=True))
+    for decision in decisions:
+        call = decision.call
+        if decision.approved:
+            yield _tool_output(call, outcomes[call.id])
+        else:
+            yield ToolDenied(call.id, call.name, decision.approval_id, decision.reason)
 
 
 def _public_message(exc: LLMError) -> str:

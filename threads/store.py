@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 from pydantic import JsonValue
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -390,6 +390,17 @@ async def get_active_run(session: AsyncSession, thread_id: str) -> Run | None:
     return await session.scalar(query)
 
 
+async def get_queued_run(session: AsyncSession, thread_id: str) -> Run | None:
+    """The thread's next queued run."""
+    query = (
+        select(Run)
+        .where(Run.thread_id == thread_id, Run.status == RunStatus.queued)
+        .order_by(Run.created_at, Run.id)
+        .limit(1)
+    )
+    return await session.scalar(query)
+
+
 async def _lock_run(
     session: AsyncSession, run_id: str, allowed: Collection[RunStatus]
 ) -> Run | None:
@@ -578,3 +589,39 @@ async def sum_llm_calls(session: AsyncSession, run_id: str) -> RunUsage:
             "reasoning_tokens": int(reasoning),
         },
     )
+
+
+# --- Approvals -------------------------------------------------------------------------------
+
+
+async def replace_message(
+    session: AsyncSession,
+    message_id: str,
+    parts: Sequence[UIMessagePart],
+    metadata: Mapping[str, JsonValue] | None = None,
+) -> None:
+    """Rewrite a saved message's parts (and metadata): a run paused for approvals saves its
+    message, and the decisions and the rest of the run complete that same message."""
+    values: dict[str, Any] = {"parts": dump_parts(parts)}
+    if metadata is not None:
+        values["meta"] = dict(metadata)
+    await session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+async def last_run_event_seq(session: AsyncSession, run_id: str) -> int:
+    """The number of the run's last saved chunk (0 for none)."""
+    seq = await session.scalar(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))
+    return int(seq or 0)
+
+
+async def queue_paused_run(session: AsyncSession, run_id: str, resume_after: int) -> Run | None:
+    """Every approval is decided: the run is queued to go on, its log continuing after
+    `resume_after`; `None` if it no longer waits."""
+    run = await _lock_run(session, run_id, (RunStatus.awaiting_approval,))
+    if run is None:
+        return None
+    run.status = RunStatus.queued
+    request = {k: v for k, v in run.request.items() if k != "queued_text"}  # saved already
+    run.request = {**request, "resume_after": resume_after}
+    await session.flush()
+    return run

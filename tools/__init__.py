@@ -2,7 +2,14 @@
 validated, time-limited, concurrent execution whose failures become text for the model."""
 
 from tools.context import ToolContext
-from tools.execution import ToolCall, ToolError, ToolResult, execute, execute_all
+from tools.execution import (
+    ToolCall,
+    ToolError,
+    ToolResult,
+    approval_required,
+    execute,
+    execute_all,
+)
 from tools.function_schema import FunctionSchema, ToolDefinitionError, function_schema
 from tools.registry import Tool, ToolRegistry
 
@@ -15,6 +22,7 @@ __all__ = [
     "ToolError",
     "ToolRegistry",
     "ToolResult",
+    "approval_required",
     "execute",
     "execute_all",
     "function_schema",

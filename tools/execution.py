@@ -83,6 +83,26 @@ async def execute(registry: ToolRegistry, call: ToolCall, ctx: ToolContext) -> T
     return await _invoke(tool, call, ctx, kwargs, arguments)
 
 
+def approval_required(registry: ToolRegistry, call: ToolCall) -> bool:
+    """Whether the call must wait for a person. A call that would fail anyway (unknown tool,
+    invalid arguments) is not put to anyone: it runs, and the model sees its error. A policy that
+    raises asks for approval: when unsure, ask."""
+    tool = registry.get(call.name)
+    if tool is None or tool.needs_approval is False:
+        return False
+    text = call.arguments if call.arguments.strip() else "{}"
+    try:
+        arguments = _parse_object(text)
+        tool.schema.validate_json(text)
+    except (ValueError, ValidationError):
+        return False
+    try:
+        return bool(tool.approval_required(arguments))
+    except Exception:
+        logger.exception("Approval policy of tool %s failed; asking for approval", tool.name)
+        return True
+
+
 async def execute_all(
     registry: ToolRegistry,
     calls: Sequence[ToolCall],

@@ -14,10 +14,12 @@ from starlette.types import Receive, Scope, Send
 
 from agent_core.agent import Agent
 from backend.chat import service
-from backend.chat.runs import RunManager
+from backend.chat.runs import RunManager, resume_point
 from backend.chat.schemas import (
     AgentList,
     AgentPublic,
+    ApprovalDecision,
+    ApprovalReply,
     ChatRequest,
     MessageCreate,
     MessageReply,
@@ -32,6 +34,7 @@ from backend.ratelimit import ChatRateLimit
 from backend.routing import TurboKitRoute
 from backend.users.models import User
 from config.database import Database, after_commit
+from config.ids import id_pattern
 from threads import store
 from threads.models import RunStatus, Thread
 from threads.schemas import THREAD_ID_PATTERN, ThreadCreate, ThreadPublic, ThreadUpdate, UIMessage
@@ -46,6 +49,7 @@ router = APIRouter(route_class=TurboKitRoute, tags=["chat"], responses=error_res
 OWNED = error_responses(404)
 STARTS_RUN = error_responses(402, 404, 409, 429, 503)
 ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN)]
+ApprovalId = Annotated[str, Path(pattern=id_pattern("apr"))]
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "UI message stream v1"}
 }
@@ -133,7 +137,9 @@ async def delete_thread(
 ) -> Response:
     thread = await service.owned_thread(session, user.id, thread_id)
     active = await store.get_active_run(session, thread.id)
-    if active is not None:
+    if active is not None and active.status is RunStatus.awaiting_approval:
+        await service.end_paused_run(session, active, service.STOPPED, RunStatus.stopped)
+    elif active is not None:
         runs.stop(active.id)
     await store.delete_thread(session, thread.id, user.id)
     return Response(status_code=204)
@@ -221,10 +227,14 @@ async def resume(
     that is not one of ours replays everything, as a browser reconnecting would need)."""
     thread = await service.owned_thread(session, user.id, thread_id)
     active = await store.get_active_run(session, thread.id)
-    if active is None or await runs.abandoned(session, active):
+    if (
+        active is None
+        or active.status is RunStatus.awaiting_approval
+        or await runs.abandoned(session, active)
+    ):
         return Response(status_code=204)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return stream_response(runs.follow(active.id, after=after))
+    return stream_response(runs.follow(active.id, after=max(after, resume_point(active))))
 
 
 @router.post("/v1/chat/{thread_id}/stop", status_code=202, responses=OWNED)
@@ -234,9 +244,44 @@ async def stop(
     """Stop the active run at its next safe point; its partial answer is saved."""
     thread = await service.owned_thread(session, user.id, thread_id)
     active = await store.get_active_run(session, thread.id)
-    if active is not None:
+    if active is not None and active.status is RunStatus.awaiting_approval:
+        await service.end_paused_run(session, active, service.STOPPED, RunStatus.stopped)
+    elif active is not None:
         runs.stop(active.id)
     return {"run_id": active.id if active else None}
+
+
+@router.post(
+    "/v1/chat/{thread_id}/approvals/{approval_id}",
+    status_code=202,
+    responses={**OWNED, **error_responses(409), **SSE_DOC},
+    response_model=ApprovalReply,
+)
+async def decide_approval(
+    thread_id: ThreadId,
+    approval_id: ApprovalId,
+    data: ApprovalDecision,
+    user: CurrentUser,
+    session: SessionDep,
+    runs: RunsDep,
+    accept: Annotated[str | SkipJsonSchema[None], Header()] = None,
+) -> Response:
+    """Approve or deny a tool call the run paused for (a `tool-approval-request` chunk). Once
+    every request of the run is decided it goes on: approved calls run, denied ones reach the
+    model as denials. With `Accept: text/event-stream` the reply is the rest of the run's stream."""
+    thread = await service.owned_thread(session, user.id, thread_id)
+    decided = await service.decide(session, thread, approval_id, data.approved, data.reason)
+    run = decided.run
+    reply = ApprovalReply(
+        run_id=run.id, approval_id=approval_id, approved=data.approved, resumed=decided.resumed
+    )
+    if not decided.resumed:
+        return JSONResponse(reply.model_dump(mode="json"), status_code=202)
+    runs.open(run)
+    after_commit(session, lambda: runs.launch(run))
+    if accept and "text/event-stream" in accept:
+        return stream_response(runs.follow(run.id, after=resume_point(run)))
+    return JSONResponse(reply.model_dump(mode="json"), status_code=202)
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ disconnects only stops reading; the run finishes and is saved.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -21,18 +22,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_core.agent import Agent
 from agent_core.context import fit_to_budget, to_chat_messages
-from agent_core.events import AgentEvent, ModelCalled, RunFailed, RunFinished, StepFinished
+from agent_core.events import (
+    AgentEvent,
+    ModelCalled,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    StepFinished,
+)
 from agent_core.llm.base import LLM
-from agent_core.loop import run_agent
+from agent_core.loop import Decision, run_agent, run_decided_calls
 from backend.billing import service as billing
+from backend.chat.service import SUPERSEDED, end_paused_run
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
 from config.database import Database, after_commit, utcnow
 from config.settings import Settings
 from threads import store
-from threads.models import Role, Run, RunEvent, RunStatus
+from threads.models import Message, Role, Run, RunEvent, RunStatus
 from threads.schemas import TextPart, validate_parts
 from threads.store import RunError
-from tools import ToolContext
+from tools import ToolCall, ToolContext
 
 log = logging.getLogger("turbokit.runs")
 
@@ -45,8 +54,10 @@ POLL_SECONDS = 0.25
 class RunLog:
     """The numbered chunks of one run; readers replay from any point and then follow live."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, base: int = 0) -> None:
         self.run_id = run_id
+        self.base = base
+        """Chunks numbered up to `base` belong to the run's part before it paused for approvals."""
         self.chunks: list[Chunk] = []
         self.persisted = 0
         self.finished = False
@@ -55,18 +66,18 @@ class RunLog:
     def append(self, chunk: Chunk) -> int:
         self.chunks.append(chunk)
         self._notify()
-        return len(self.chunks)
+        return self.base + len(self.chunks)
 
     def close(self) -> None:
         self.finished = True
         self._notify()
 
     async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, Chunk]]:
-        position = max(after, 0)
+        position = max(after, self.base)
         while True:
-            while position < len(self.chunks):
+            while position < self.base + len(self.chunks):
                 position += 1
-                yield position, self.chunks[position - 1]
+                yield position, self.chunks[position - self.base - 1]
             if self.finished:
                 return
             wake = self._wake
@@ -92,6 +103,14 @@ class _Usage:
             self.cost_usd += cost
             self.credits += math.ceil(cost * credits_per_usd)
 
+    def add_public(self, usage: object) -> None:
+        """Start from the usage a paused run's message already counts."""
+        if isinstance(usage, dict):
+            self.prompt_tokens += int(usage.get("prompt_tokens", 0))
+            self.completion_tokens += int(usage.get("completion_tokens", 0))
+            self.cost_usd += Decimal(str(usage.get("cost_usd", 0)))
+            self.credits += int(usage.get("credits", 0))
+
     def public(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
@@ -107,6 +126,36 @@ class _Outcome:
     finish_reason: str | None = None
     error: RunError | None = None
     usage: _Usage = field(default_factory=_Usage)
+    resumed: bool = False
+    """The run went on after approvals: its message was saved when it paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredMessage:
+    role: str
+    parts: list[dict[str, Any]]
+
+
+def resume_point(run: Run) -> int:
+    """The last chunk number before the run paused for approvals (0: it never paused)."""
+    value = run.request.get("resume_after", 0)
+    return value if isinstance(value, int) else 0
+
+
+def decisions(parts: list[dict[str, Any]]) -> list[Decision]:
+    """The decided approvals of a paused message, in the order the model asked."""
+    found = []
+    for part in parts:
+        approval = part.get("approval") or {}
+        if part.get("state") == "approval-responded" and isinstance(approval, dict):
+            call = ToolCall(
+                id=part["toolCallId"],
+                name=str(part["type"]).removeprefix("tool-"),
+                arguments=json.dumps(part.get("input", {})),
+            )
+            approved = approval.get("approved") is True
+            found.append(Decision(call, str(approval["id"]), approved, approval.get("reason")))
+    return found
 
 
 class RunManager:
@@ -131,10 +180,11 @@ class RunManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def open(self, run: Run) -> RunLog:
-        """The run's log, opened with its `start` chunk; readers may follow a queued run."""
+        """The run's log, opened with its `start` chunk; readers may follow a queued run. A run
+        going on after approvals opens a new part of its log, replayed from its own `start`."""
         run_log = self._logs.get(run.id)
-        if run_log is None:
-            run_log = self._logs[run.id] = RunLog(run.id)
+        if run_log is None or (run_log.finished and run_log.base < resume_point(run)):
+            run_log = self._logs[run.id] = RunLog(run.id, resume_point(run))
             run_log.append({"type": "start", "messageId": run.assistant_message_id})
             self._stops[run.id] = asyncio.Event()
         return run_log
@@ -160,7 +210,10 @@ class RunManager:
         return None
 
     async def abandoned(self, session: AsyncSession, run: Run) -> bool:
-        if run.id in self._logs:
+        if run.status is RunStatus.awaiting_approval:
+            return False  # waiting for a person may take any time, across restarts
+        run_log = self._logs.get(run.id)
+        if run_log is not None and not run_log.finished:
             return False
         last_event = await session.scalar(
             select(func.max(RunEvent.created_at)).where(RunEvent.run_id == run.id)
@@ -203,17 +256,26 @@ class RunManager:
         run_log = self._logs.get(run_id)
         if run_log is not None and run_log.finished:
             # Keep finished logs briefly for late readers; the database has them anyway.
-            asyncio.get_running_loop().call_later(30, self._logs.pop, run_id, None)
+            asyncio.get_running_loop().call_later(30, self._drop_log, run_log)
+
+    def _drop_log(self, run_log: RunLog) -> None:
+        if self._logs.get(run_log.run_id) is run_log:  # not a newer part of a resumed run
+            del self._logs[run_log.run_id]
 
     async def _execute(self, run_id: str, run_log: RunLog) -> None:
         outcome = _Outcome()
         builder = MessageBuilder()
         run: Run | None = None
         try:
-            run = await self._begin(run_id)
-            if run is None:
+            began = await self._begin(run_id)
+            if began is None:
                 return
-            async for event in self._events(run):
+            run, paused = began
+            if paused is not None:  # going on after approvals: complete the saved message
+                builder = MessageBuilder(paused.parts)
+                outcome.resumed = True
+                outcome.usage.add_public(paused.meta.get("usage"))
+            async for event in self._events(run, builder):
                 self._apply(event, run, outcome, builder, run_log)
                 if isinstance(event, ModelCalled):
                     await self._record_call(run, event)
@@ -237,7 +299,8 @@ class RunManager:
             if run is not None:
                 await self._launch_next(run.thread_id)
 
-    async def _begin(self, run_id: str) -> Run | None:
+    async def _begin(self, run_id: str) -> tuple[Run, Message | None] | None:
+        """Mark the run running; with the message it saved when it paused, if it did."""
         async with self.db.write() as session:
             run = await store.mark_run_running(session, run_id)
             if run is None:
@@ -245,9 +308,12 @@ class RunManager:
             text = run.request.get("queued_text")
             if isinstance(text, str):
                 await store.append_message(session, run.thread_id, Role.user, [TextPart(text=text)])
-        return run
+            paused = None
+            if resume_point(run) and run.assistant_message_id:
+                paused = await store.get_message(session, run.thread_id, run.assistant_message_id)
+        return run, paused
 
-    async def _events(self, run: Run) -> AsyncIterator[AgentEvent]:
+    async def _events(self, run: Run, builder: MessageBuilder) -> AsyncIterator[AgentEvent]:
         agent = self.agents[run.agent]
         if self.llm is None:
             yield RunFailed("LLM_NOT_CONFIGURED", "No LLM is configured")
@@ -261,13 +327,28 @@ class RunManager:
         )
         async with self.db.read() as session:
             rows = await store.get_last_messages(session, run.thread_id, HISTORY_MESSAGES)
-        history = to_chat_messages(rows)
-        messages = fit_to_budget(agent.system_prompt(ctx), history, agent.context_tokens)
+        async for event in run_decided_calls(agent, decisions(builder.parts), ctx):
+            yield event  # the decisions reach `builder` before the history is read from it
+        history = to_chat_messages(
+            _StoredMessage(m.role, builder.parts) if m.id == run.assistant_message_id else m
+            for m in rows
+        )
+        system = agent.system_prompt(ctx)
+        extra = run.request.get("instructions")  # e.g. system messages of /v1/chat/completions
+        if isinstance(extra, str) and extra:
+            system = f"{system}\n\n{extra}"
+        messages = fit_to_budget(system, history, agent.context_tokens)
         max_steps = run.request.get("max_steps")
         if isinstance(max_steps, int):
             agent = replace(agent, max_steps=max(1, min(agent.max_steps, max_steps)))
         async for event in run_agent(
-            agent, self.llm, messages, ctx, model=run.model, stop=self._stops[run.id]
+            agent,
+            self.llm,
+            messages,
+            ctx,
+            model=run.model,
+            stop=self._stops[run.id],
+            first_step=builder.steps + 1,
         ):
             yield event
 
@@ -282,6 +363,9 @@ class RunManager:
         builder.add(event)
         if isinstance(event, ModelCalled):
             outcome.usage.add(event, self.settings.credits_per_usd)
+        elif isinstance(event, RunPaused):
+            outcome.status = RunStatus.awaiting_approval
+            outcome.finish_reason = "tool-calls"
         elif isinstance(event, RunFinished):
             outcome.finish_reason = event.finish_reason
             if self._stops[run.id].is_set() and event.finish_reason == "other":
@@ -333,36 +417,58 @@ class RunManager:
             await store.touch_thread(session, run.thread_id)
             if outcome.status is not RunStatus.failed and builder.parts:
                 metadata = {**self._metadata(run, outcome), "finish_reason": outcome.finish_reason}
-                await store.append_message(
-                    session,
-                    run.thread_id,
-                    Role.assistant,
-                    validate_parts(builder.parts),
-                    run_id=run.id,
-                    metadata=metadata,
-                    message_id=run.assistant_message_id,
-                )
+                parts = validate_parts(builder.parts)
+                if outcome.resumed and run.assistant_message_id:
+                    await store.replace_message(session, run.assistant_message_id, parts, metadata)
+                else:
+                    await store.append_message(
+                        session,
+                        run.thread_id,
+                        Role.assistant,
+                        parts,
+                        run_id=run.id,
+                        metadata=metadata,
+                        message_id=run.assistant_message_id,
+                    )
             if pending:
                 await store.append_run_events(session, run.id, pending)
-            await billing.release(session, run.id)
-            await store.mark_run_finished(
-                session,
-                run.id,
-                outcome.status,
-                finish_reason=outcome.finish_reason,
-                error=outcome.error,
-            )
+            if outcome.status is RunStatus.awaiting_approval:
+                await store.mark_run_awaiting_approval(session, run.id)  # keeps its reservation
+            else:
+                await billing.release(session, run.id)
+                await store.mark_run_finished(
+                    session,
+                    run.id,
+                    outcome.status,
+                    finish_reason=outcome.finish_reason,
+                    error=outcome.error,
+                )
         run_log.persisted += len(pending)
 
     async def _launch_next(self, thread_id: str) -> None:
         async with self.db.read() as session:
             queued = await store.get_active_run(session, thread_id)
+        if queued is not None and queued.status is RunStatus.awaiting_approval:
+            queued = await self._supersede(queued)
         if (
             queued is not None
             and queued.status is RunStatus.queued
             and queued.id not in self._tasks
         ):
             self.launch(queued)
+
+    async def _supersede(self, paused: Run) -> Run | None:
+        """A message queued while the run went on arrives as the run pauses: as at the door,
+        the open approvals are denied and the queued message goes next."""
+        async with self.db.write() as session:
+            await store.touch_thread(session, paused.thread_id)
+            queued = await store.get_queued_run(session, paused.thread_id)
+            if queued is None:
+                return None
+            fresh = await store.get_run(session, paused.id)
+            if fresh is not None and fresh.status is RunStatus.awaiting_approval:
+                await end_paused_run(session, fresh, SUPERSEDED, RunStatus.completed)
+        return queued
 
     async def _follow_database(self, run_id: str, after: int) -> AsyncIterator[tuple[int, Chunk]]:
         position = after

@@ -42,6 +42,25 @@ class MessageCreate(BaseModel):
     model: ModelName | SkipJsonSchema[None] = None
 
 
+class ApprovalDecision(BaseModel):
+    """A person's answer to a `tool-approval-request`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    approved: bool
+    reason: str | SkipJsonSchema[None] = Field(default=None, max_length=1000)
+    """Told to the model with a denial."""
+
+
+class ApprovalReply(BaseModel):
+    run_id: str
+    approval_id: str
+    approved: bool
+    resumed: bool
+    """Every approval of the run is decided and the run goes on; follow it with
+    `GET /v1/chat/{thread_id}/stream`."""
+
+
 class MessageReply(BaseModel):
     message: UIMessage | None
     run_id: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +19,8 @@ from backend.users.models import User
 from config.ids import new_id
 from config.settings import Settings
 from threads import store
-from threads.models import Message, Role, Run, Thread
-from threads.schemas import TextPart, ThreadCreate
+from threads.models import Message, Role, Run, RunStatus, Thread
+from threads.schemas import TextPart, ThreadCreate, validate_parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,9 @@ async def start_turn(
     """Create the run for this turn; returns it and whether it may start now (else it queues)."""
     await store.touch_thread(session, thread.id)  # the thread's row lock: one door at a time
     active = await active_run(session, thread.id)
+    if active is not None and active.status is RunStatus.awaiting_approval:
+        await end_paused_run(session, active, SUPERSEDED, RunStatus.completed)
+        active = None
     queue = thread.meta.get("concurrency") == "queue"
     if active is not None and not queue:
         raise AppError(
@@ -143,3 +147,70 @@ async def _drop_last_answer(session: AsyncSession, thread_id: str) -> None:
     await session.execute(
         delete(Message).where(Message.thread_id == thread_id, Message.seq > last_user)
     )
+
+
+# --- Tool approvals -----------------------------------------------------------------------------
+
+SUPERSEDED = "A new message was sent instead of a decision."
+STOPPED = "The run was stopped before a decision."
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    run: Run
+    resumed: bool
+    """Every approval of the run is decided: it was queued to go on."""
+
+
+async def decide(
+    session: AsyncSession, thread: Thread, approval_id: str, approved: bool, reason: str | None
+) -> Decided:
+    """Record a decision on one of the paused run's approval requests; once none is left open,
+    queue the run to go on (the caller launches it after commit)."""
+    await store.touch_thread(session, thread.id)  # ordered against doors and other decisions
+    run = await store.get_active_run(session, thread.id)
+    message = await _paused_message(session, run)
+    if run is None or message is None:
+        raise not_found("Approval")
+    parts = [dict(part) for part in message.parts]
+    part = next((p for p in parts if (p.get("approval") or {}).get("id") == approval_id), None)
+    if part is None:
+        raise not_found("Approval")
+    if part.get("state") != "approval-requested":
+        raise AppError("CONFLICT", "This approval was already decided", 409)
+    part["state"] = "approval-responded"
+    part["approval"] = {"id": approval_id, "approved": approved}
+    if reason:
+        part["approval"]["reason"] = reason
+    await store.replace_message(session, message.id, validate_parts(parts))
+    resumed = not any(p.get("state") == "approval-requested" for p in parts)
+    if resumed:
+        resume_after = await store.last_run_event_seq(session, run.id)
+        await store.queue_paused_run(session, run.id, resume_after)
+    return Decided(run, resumed)
+
+
+async def end_paused_run(session: AsyncSession, run: Run, reason: str, status: RunStatus) -> None:
+    """End a run that waits for approvals without going on: every call not yet run is denied
+    (the model reads the denial next turn) and its reservation is released."""
+    message = await _paused_message(session, run)
+    if message is not None:
+        parts = [_denied(part, reason) for part in message.parts]
+        await store.replace_message(session, message.id, validate_parts(parts))
+    await billing.release(session, run.id)
+    await store.mark_run_finished(session, run.id, status, finish_reason="tool-calls")
+
+
+def _denied(part: dict[str, Any], reason: str) -> dict[str, Any]:
+    if part.get("state") not in ("approval-requested", "approval-responded"):
+        return part
+    approval = {"id": part["approval"]["id"], "approved": False, "reason": reason}
+    return {**part, "state": "output-denied", "approval": approval}
+
+
+async def _paused_message(session: AsyncSession, run: Run | None) -> Message | None:
+    if run is None or run.status is not RunStatus.awaiting_approval:
+        return None
+    if run.assistant_message_id is None:
+        return None
+    return await store.get_message(session, run.thread_id, run.assistant_message_id)

@@ -16,11 +16,14 @@ from agent_core.events import (
     AgentEvent,
     RunFailed,
     RunFinished,
+    RunPaused,
     StepFinished,
     StepStarted,
     TextDelta,
     TextEnded,
     TextStarted,
+    ToolApprovalRequested,
+    ToolDenied,
     ToolInputAvailable,
     ToolInputDelta,
     ToolInputStarted,
@@ -64,8 +67,20 @@ def ui_chunks(event: AgentEvent, metadata: dict[str, Any]) -> list[Chunk]:
             return [{"type": "tool-output-available", "toolCallId": call_id, "output": output}]
         case ToolOutput(call_id=call_id, error=error):
             return [{"type": "tool-output-error", "toolCallId": call_id, "errorText": error or ""}]
+        case ToolApprovalRequested(call_id=call_id, approval_id=approval_id):
+            return [
+                {"type": "tool-approval-request", "approvalId": approval_id, "toolCallId": call_id}
+            ]
+        case ToolDenied(call_id=call_id):
+            return [{"type": "tool-output-denied", "toolCallId": call_id}]
         case StepFinished():
             return [{"type": "finish-step"}]
+        case RunPaused():
+            # The AI SDK ends a message that waits for approvals the same way.
+            return [
+                {"type": "message-metadata", "messageMetadata": metadata},
+                {"type": "finish", "finishReason": "tool-calls", "messageMetadata": metadata},
+            ]
         case RunFinished(finish_reason=reason):
             return [
                 {"type": "message-metadata", "messageMetadata": metadata},
@@ -77,12 +92,19 @@ def ui_chunks(event: AgentEvent, metadata: dict[str, Any]) -> list[Chunk]:
 
 
 class MessageBuilder:
-    """Accumulates the assistant UIMessage parts of one run from its events."""
+    """Accumulates the assistant UIMessage parts of one run from its events; a run going on
+    after approvals starts from the parts saved when it paused."""
 
-    def __init__(self) -> None:
-        self.parts: list[dict[str, Any]] = []
+    def __init__(self, parts: list[dict[str, Any]] | None = None) -> None:
+        self.parts: list[dict[str, Any]] = [dict(part) for part in parts or []]
         self._texts: dict[str, dict[str, Any]] = {}
-        self._tools: dict[str, dict[str, Any]] = {}
+        self._tools: dict[str, dict[str, Any]] = {
+            part["toolCallId"]: part for part in self.parts if "toolCallId" in part
+        }
+
+    @property
+    def steps(self) -> int:
+        return sum(1 for part in self.parts if part.get("type") == "step-start")
 
     def add(self, event: AgentEvent) -> None:
         match event:
@@ -108,6 +130,15 @@ class MessageBuilder:
                     part.update(state="output-available", output=output)
                 else:
                     part.update(state="output-error", errorText=error or "")
+            case ToolApprovalRequested(call_id=call_id, approval_id=approval_id):
+                self._tools[call_id].update(
+                    state="approval-requested", approval={"id": approval_id}
+                )
+            case ToolDenied(call_id=call_id, approval_id=approval_id, reason=reason):
+                approval = {"id": approval_id, "approved": False}
+                if reason:
+                    approval["reason"] = reason
+                self._tools[call_id].update(state="output-denied", approval=approval)
 
 
 async def sse_events(chunks: AsyncIterator[tuple[int, Chunk]]) -> AsyncIterator[bytes]:

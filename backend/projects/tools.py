@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -84,7 +84,11 @@ async def create_project(
     return ProjectPublic.model_validate(project)
 
 
-@registry.tool
+def _archives(arguments: dict[str, Any]) -> bool:
+    return arguments.get("status") == "archived"
+
+
+@registry.tool(needs_approval=_archives)
 async def update_project(
     ctx: ToolContext,
     project_id: str,
@@ -93,6 +97,8 @@ async def update_project(
     status: ProjectStatus | None = None,
 ) -> ProjectPublic:
     """Change a project's name, description or status; omitted fields stay as they are.
+
+    Archiving a project waits for the user's approval.
 
     Args:
         project_id: The project's id (`prj_...`).
@@ -109,6 +115,22 @@ async def update_project(
             raise ToolError(f"No project with id {project_id}")
         project = await service.update(session, project, data)
     return ProjectPublic.model_validate(project)
+
+
+@registry.tool(needs_approval=True)
+async def delete_project(ctx: ToolContext, project_id: str) -> str:
+    """Delete one of the user's projects for good. Runs only after the user approves it.
+
+    Args:
+        project_id: The project's id (`prj_...`).
+    """
+    _check_id(project_id)
+    async with _db(ctx).write() as session:
+        project = await service.get(session, ctx.user_id, project_id)
+        if project is None:
+            raise ToolError(f"No project with id {project_id}")
+        await service.delete(session, project)
+    return f"Deleted project {project_id}"
 
 
 def _check_id(project_id: str) -> None:

@@ -16,11 +16,14 @@ from agent_core.events import (
     ModelCalled,
     RunFailed,
     RunFinished,
+    RunPaused,
     StepFinished,
     StepStarted,
     TextDelta,
     TextEnded,
     TextStarted,
+    ToolApprovalRequested,
+    ToolDenied,
     ToolInputAvailable,
     ToolInputDelta,
     ToolInputStarted,
@@ -39,9 +42,9 @@ from agent_core.llm import (
     tool_call,
 )
 from agent_core.llm.types import AssistantMessage
-from agent_core.loop import run_agent
+from agent_core.loop import Decision, run_agent, run_decided_calls
 from config.settings import Settings
-from tools import ToolContext, ToolError, ToolRegistry
+from tools import ToolCall, ToolContext, ToolError, ToolRegistry
 
 MODEL = "test/model"
 SYSTEM = SystemMessage(content="You are a calculator.")
@@ -424,3 +427,80 @@ async def test_a_provider_failure_fails_the_run_without_leaking_its_details(
     )
     assert not any(isinstance(e, (ModelCalled, RunFinished)) for e in events)
     assert len(model.requests) == 1
+
+
+# --- Approvals ---------------------------------------------------------------------------------
+
+guarded = ToolRegistry()
+
+
+@guarded.tool(needs_approval=True)
+async def launch(ctx: ToolContext, target: str) -> str:
+    """Launch a rocket at a target."""
+    return f"launched at {target}"
+
+
+@guarded.tool(needs_approval=lambda arguments: arguments["amount"] > 100)
+async def pay(ctx: ToolContext, amount: int) -> str:
+    """Pay an amount."""
+    return f"paid {amount}"
+
+
+async def test_a_call_needing_approval_pauses_the_run_after_the_other_calls_ran(
+    ctx: ToolContext,
+) -> None:
+    model = ScriptedModel(
+        [
+            ScriptedTurn(
+                tool_calls=[
+                    tool_call("pay", {"amount": 5}, id="small"),
+                    tool_call("pay", {"amount": 500}, id="large"),
+                    tool_call("launch", {"target": "moon"}, id="rocket"),
+                    tool_call("pay", {"amount": "lots"}, id="invalid"),
+                ]
+            )
+        ]
+    )
+
+    events = await run(calculator(tools=guarded), model, ctx)
+
+    outputs = {e.call_id: e.ok for e in events if isinstance(e, ToolOutput)}
+    assert outputs == {"small": True, "invalid": False}  # invalid input is never put to a person
+    requests = [e for e in events if isinstance(e, ToolApprovalRequested)]
+    assert [(r.call_id, r.tool_name) for r in requests] == [("large", "pay"), ("rocket", "launch")]
+    assert all(r.approval_id.startswith("apr_") for r in requests)
+    assert events[-2:] == [StepFinished(1), RunPaused()]
+    assert len(model.requests) == 1
+
+
+async def test_decisions_run_the_approved_calls_and_deny_the_rest(ctx: ToolContext) -> None:
+    agent = calculator(tools=guarded)
+    decisions = [
+        Decision(ToolCall("a", "launch", '{"target": "mars"}'), "apr_1", approved=True),
+        Decision(ToolCall("b", "pay", '{"amount": 500}'), "apr_2", approved=False, reason="no"),
+    ]
+
+    events = [event async for event in run_decided_calls(agent, decisions, ctx)]
+
+    assert events == [
+        ToolOutput("a", "launch", {"target": "mars"}, True, "launched at mars"),
+        ToolDenied("b", "pay", "apr_2", "no"),
+    ]
+
+
+async def test_a_run_going_on_counts_its_earlier_steps_against_max_steps(
+    ctx: ToolContext,
+) -> None:
+    model = ScriptedModel([ScriptedTurn(tool_calls=[tool_call("add", {"a": 1, "b": 2})])] * 3)
+
+    events = await run_after(calculator(max_steps=3), model, ctx, first_step=3)
+
+    assert [e.step for e in events if isinstance(e, StepStarted)] == [3]
+    assert events[-1] == RunFinished("tool-calls")
+
+
+async def run_after(
+    agent: Agent, model: ScriptedModel, ctx: ToolContext, first_step: int
+) -> list[AgentEvent]:
+    stream = run_agent(agent, model, [SYSTEM, QUESTION], ctx, model=MODEL, first_step=first_step)
+    return [event async for event in stream]
