@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     llm_backoff_seconds: float = Field(default=0.5, ge=0)
     run_stale_seconds: float = Field(default=900, gt=0)
     """A run silent this long and executing in no live process is ended as interrupted."""
+    thread_titles: bool = True
+    """Title untitled threads from their first exchange (one short, billed model call)."""
 
     resend_api_key: str | None = None
     resend_webhook_secret: str | None = None
@@ -94,12 +96,15 @@ class Settings(BaseSettings):
     """USD per million prompt and completion tokens, for calls whose provider reported no cost
     (e.g. one cut short by a stop); JSON in MODEL_PRICES."""
     metrics_token: str | None = None
+    tool_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Modules (`package.module` or `package.module:attribute`) that add tools and agents, for
+    code that is not an installed package with a `turbokit.tools` entry point."""
 
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("clerk_authorized_parties", "openrouter_fallback_models"):
+            for key in ("clerk_authorized_parties", "openrouter_fallback_models", "tool_plugins"):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = [part.strip() for part in value.split(",") if part.strip()]

@@ -117,6 +117,7 @@ async def chat_app(
         openrouter_fallback_models="anthropic/claude-3.5-haiku",
         llm_max_retries=2,
         llm_backoff_seconds=0.01,
+        thread_titles=False,  # tests/backend/test_titles.py turns them on in an app of its own
     )
     application = create_app(settings, migrate=True)
     async with application.router.lifespan_context(application):

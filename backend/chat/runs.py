@@ -33,6 +33,7 @@ from agent_core.events import (
 from agent_core.llm.base import LLM
 from agent_core.loop import Decision, run_agent, run_decided_calls
 from backend.billing import service as billing
+from backend.chat import titles
 from backend.chat.service import SUPERSEDED, end_paused_run
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
 from config.database import Database, after_commit, utcnow
@@ -298,6 +299,21 @@ class RunManager:
             run_log.close()
             if run is not None:
                 await self._launch_next(run.thread_id)
+        if run is not None and outcome.status is RunStatus.completed:
+            await self._title(run, builder)
+
+    async def _title(self, run: Run, builder: MessageBuilder) -> None:
+        """Title a thread after its first completed exchange, in the run's task but after its
+        stream has ended, so no reader waits for it."""
+        if self.llm is None or not self.settings.thread_titles:
+            return
+        if not await titles.needs_title(self.db, run.thread_id):
+            return
+        answer = "".join(str(p.get("text", "")) for p in builder.parts if p.get("type") == "text")
+        try:
+            await titles.write_title(self.db, self.llm, self.settings, run, answer, self.on_usage)
+        except Exception:
+            log.exception("thread %s: writing its title failed", run.thread_id)
 
     async def _begin(self, run_id: str) -> tuple[Run, Message | None] | None:
         """Mark the run running; with the message it saved when it paused, if it did."""
