@@ -438,3 +438,19 @@ async def test_a_run_abandoned_by_a_dead_process_does_not_block_the_thread(
         "failed",
         {"code": "INTERRUPTED", "message": "The server stopped during the run"},
     )
+
+
+async def test_the_provider_sees_the_apps_attribution_and_fallback_models(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    settings = chat_app.state.settings
+    provider.push(TextReply("Hello."))
+
+    await send(chat, users.headers(), new_thread_id(), "Hi")
+
+    [seen] = provider.requests
+    assert seen.headers["http-referer"] == settings.app_url
+    assert seen.headers["x-title"] == settings.app_name == "TurboKit"
+    assert "litellm" not in seen.headers["http-referer"] + seen.headers["x-title"]
+    assert seen.body["model"] == settings.openrouter_model
+    assert seen.body["models"] == [settings.openrouter_model, "anthropic/claude-3.5-haiku"]
