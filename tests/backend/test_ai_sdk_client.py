@@ -59,6 +59,8 @@ DOCUMENTED_FIELDS: dict[str, set[str]] = {
     "message-metadata": {"messageMetadata"},
     "finish": {"finishReason", "messageMetadata"},
     "error": {"errorText"},
+    "tool-approval-request": {"approvalId", "toolCallId"},
+    "tool-output-denied": {"toolCallId"},
 }
 """Chunk fields by type, besides `type`, as API.md "Chat (streaming)" documents them. `ai@6.0.0`
 parses chunks with `z.strictObject` and fails the whole stream on any other field; the pinned
@@ -305,3 +307,67 @@ async def test_the_sdk_resumes_an_active_run_and_gets_null_after_it(
     after = await run_client(node, tmp_path, "resume", chat_url, token, thread_id)
     assert after.message is None
     assert after.chunks == []
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_the_sdk_continues_a_message_after_an_approval_decision(
+    chat: httpx.AsyncClient,
+    chat_url: str,
+    users: Users,
+    provider: ScriptedProvider,
+    node: str,
+    tmp_path: Path,
+    approved: bool,
+) -> None:
+    token = users.token()
+    me = {"Authorization": f"Bearer {token}"}
+    created = await chat.post("/v1/projects", headers=me, json={"name": "Old drafts"})
+    project_id = created.json()["id"]
+    provider.push(ToolCallReply(calls=[ToolCall("delete_project", {"project_id": project_id})]))
+    thread_id = new_thread_id()
+
+    paused = await run_client(
+        node, tmp_path, "send", chat_url, token, thread_id, "--prompt", "Delete old drafts"
+    )
+
+    tool = paused.message["parts"][1]
+    assert tool["state"] == "approval-requested"
+    assert tool["approval"]["id"].startswith("apr_")
+    assert paused.chunks[-1] == {
+        "type": "finish",
+        "finishReason": "tool-calls",
+        "messageMetadata": paused.chunks[-1]["messageMetadata"],
+    }
+    message_file = tmp_path / "paused.json"
+    message_file.write_text(json.dumps(paused.message))
+    provider.push(TextReply("Deleted." if approved else "Kept it."))
+
+    decided = await run_client(
+        node,
+        tmp_path,
+        "approve",
+        chat_url,
+        token,
+        thread_id,
+        "--approval",
+        tool["approval"]["id"],
+        "--approved",
+        "true" if approved else "false",
+        "--message",
+        str(message_file),
+    )
+
+    message = decided.message
+    assert message["id"] == paused.message["id"]
+    assert [part["type"] for part in message["parts"]] == [
+        "step-start",
+        "tool-delete_project",
+        "step-start",
+        "text",
+    ]
+    tool = message["parts"][1]
+    assert tool["state"] == ("output-available" if approved else "output-denied")
+    assert message["parts"][3]["text"] == ("Deleted." if approved else "Kept it.")
+    assert undocumented_fields(paused.chunks + decided.chunks) == []
+    gone = (await chat.get(f"/v1/projects/{project_id}", headers=me)).status_code == 404
+    assert gone is approved

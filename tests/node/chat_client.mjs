@@ -5,6 +5,12 @@
 //
 //   node chat_client.mjs send   --base-url URL --token TOKEN --thread ID --prompt TEXT [--chunks FILE]
 //   node chat_client.mjs resume --base-url URL --token TOKEN --thread ID [--chunks FILE]
+//   node chat_client.mjs approve --base-url URL --token TOKEN --thread ID --approval ID
+//                                --approved true|false --message FILE [--chunks FILE]
+//
+// `approve` posts a decision to /v1/chat/{thread}/approvals/{approval} through the same transport
+// and continues the paused assistant message read from FILE (JSON), as `useChat` continues its
+// last assistant message.
 //
 // Every option may come from the environment instead: TURBOKIT_BASE_URL, TURBOKIT_TOKEN,
 // TURBOKIT_THREAD_ID, TURBOKIT_PROMPT. stdout: the final UIMessage as JSON (`null` when `resume`
@@ -12,7 +18,7 @@
 // one JSON object per line. Any error (HTTP status, a chunk the SDK rejects, an `error` chunk, an
 // empty stream) goes to stderr with exit status 1.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { inspect, parseArgs } from 'node:util';
 
 import { DefaultChatTransport, readUIMessageStream } from 'ai';
@@ -26,14 +32,18 @@ function options() {
       thread: { type: 'string', default: process.env.TURBOKIT_THREAD_ID },
       prompt: { type: 'string', default: process.env.TURBOKIT_PROMPT },
       chunks: { type: 'string' },
+      approval: { type: 'string' },
+      approved: { type: 'string' },
+      message: { type: 'string' },
     },
   });
   const command = positionals[0] ?? 'send';
-  const required = ['base-url', 'token', 'thread', ...(command === 'send' ? ['prompt'] : [])];
+  const extra = { send: ['prompt'], resume: [], approve: ['approval', 'approved', 'message'] };
+  const required = ['base-url', 'token', 'thread', ...(extra[command] ?? [])];
   const missing = required.filter((name) => !values[name]);
-  if (!['send', 'resume'].includes(command) || positionals.length > 1 || missing.length > 0) {
+  if (!(command in extra) || positionals.length > 1 || missing.length > 0) {
     throw new Error(
-      `usage: chat_client.mjs send|resume --base-url URL --token TOKEN --thread ID [--prompt TEXT]` +
+      `usage: chat_client.mjs send|resume|approve --base-url URL --token TOKEN --thread ID ...` +
         (missing.length > 0 ? ` (missing: ${missing.join(', ')})` : ''),
     );
   }
@@ -50,9 +60,18 @@ function recorder(seen) {
   });
 }
 
-async function open(transport, opts) {
+async function open(transport, opts, paused) {
   if (opts.command === 'resume') {
     return transport.reconnectToStream({ chatId: opts.thread });
+  }
+  if (opts.command === 'approve') {
+    return transport.sendMessages({
+      trigger: 'submit-message',
+      chatId: opts.thread,
+      messageId: undefined,
+      messages: [paused],
+      abortSignal: undefined,
+    });
   }
   const message = {
     id: `user-${Date.now()}`,
@@ -70,11 +89,20 @@ async function open(transport, opts) {
 
 async function main() {
   const opts = options();
+  const base = opts['base-url'].replace(/\/+$/, '');
+  const paused = opts.message ? JSON.parse(readFileSync(opts.message, 'utf8')) : undefined;
   const transport = new DefaultChatTransport({
-    api: `${opts['base-url'].replace(/\/+$/, '')}/v1/chat`,
-    headers: { Authorization: `Bearer ${opts.token}` },
+    api: `${base}/v1/chat`,
+    headers: { Authorization: `Bearer ${opts.token}`, Accept: 'text/event-stream' },
+    prepareSendMessagesRequest:
+      opts.command === 'approve'
+        ? () => ({
+            api: `${base}/v1/chat/${opts.thread}/approvals/${opts.approval}`,
+            body: { approved: opts.approved === 'true' },
+          })
+        : undefined,
   });
-  const stream = await open(transport, opts);
+  const stream = await open(transport, opts, paused);
   if (stream === null) {
     process.stdout.write('null\n');
     return;
@@ -83,6 +111,7 @@ async function main() {
   let message;
   try {
     const messages = readUIMessageStream({
+      message: paused,
       stream: stream.pipeThrough(recorder(seen)),
       terminateOnError: true,
     });
