@@ -195,7 +195,7 @@ class RunManager:
         run_log = self.open(run)
         task = asyncio.create_task(self._execute(run.id, run_log), name=f"run {run.id}")
         self._tasks[run.id] = task
-        task.add_done_callback(lambda _t: self._forget(run.id))
+        task.add_done_callback(lambda done: self._forget(run.id, done))
         return run_log
 
     async def active_run(self, session: AsyncSession, thread_id: str) -> Run | None:
@@ -251,8 +251,10 @@ class RunManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _forget(self, run_id: str) -> None:
-        self._tasks.pop(run_id, None)
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(run_id) is not task:
+            return  # the run paused and already goes on in a newer task: leave that one be
+        del self._tasks[run_id]
         self._stops.pop(run_id, None)
         run_log = self._logs.get(run_id)
         if run_log is not None and run_log.finished:

@@ -48,7 +48,7 @@ class ApprovalDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     approved: bool
-    reason: str | SkipJsonSchema[None] = Field(default=None, max_length=1000)
+    reason: Annotated[str, Field(max_length=1000)] | SkipJsonSchema[None] = None
     """Told to the model with a denial."""
 
 
