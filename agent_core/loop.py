@@ -39,6 +39,7 @@ from agent_core.llm.types import (
     LLMError,
     LLMUsage,
     ModelResponse,
+    StreamEvent,
     ToolCallDelta,
     ToolMessage,
     ToolSpec,
@@ -203,7 +204,7 @@ async def _call_model(
     """Stream one model call as text and tool-input events; returns early when stopped."""
     stream = llm.stream(request)
     try:
-        async for event in stream:
+        async for event in _until_stopped(stream, stop):
             if isinstance(event, ModelTextDelta) and event.text:
                 if step.text_id is None:
                     step.text_id = f"text-{step.number}-{len(step.text)}"
@@ -223,6 +224,47 @@ async def _call_model(
         await _close(stream)
     for ended in _end_text(step):
         yield ended
+
+
+async def _until_stopped(
+    stream: AsyncIterator[StreamEvent], stop: asyncio.Event
+) -> AsyncIterator[StreamEvent]:
+    """The stream's events, ending as soon as `stop` is set, also while the provider is silent
+    (a model thinking for a minute must not keep a stopped run waiting).
+
+    Only a wait for the provider is interrupted, never the caller's own work between events: the
+    stop cancels this task just while it awaits the stream's next event, and the cancellation is
+    absorbed here."""
+    task = asyncio.current_task()
+    assert task is not None
+    waiting = interrupted = False
+
+    def interrupt(_: asyncio.Task[bool]) -> None:
+        nonlocal interrupted
+        if waiting and not interrupted:
+            interrupted = True
+            task.cancel()
+
+    watcher = asyncio.create_task(stop.wait())
+    watcher.add_done_callback(interrupt)
+    iterator = aiter(stream)
+    try:
+        while not stop.is_set():
+            waiting = True
+            try:
+                event = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not interrupted or task.uncancel() > 0:
+                    raise  # cancelled by someone else too: not ours to absorb
+                return
+            finally:
+                waiting = False
+            yield event
+    finally:
+        watcher.remove_done_callback(interrupt)
+        watcher.cancel()
 
 
 def _end_text(step: _Step) -> list[AgentEvent]:

@@ -504,3 +504,37 @@ async def run_after(
 ) -> list[AgentEvent]:
     stream = run_agent(agent, model, [SYSTEM, QUESTION], ctx, model=MODEL, first_step=first_step)
     return [event async for event in stream]
+
+
+async def test_a_stop_while_the_provider_is_silent_ends_the_run_at_once(ctx: ToolContext) -> None:
+    stop = asyncio.Event()
+
+    async def thinking_forever(request: LLMRequest) -> ScriptedTurn:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    model = ScriptedModel(thinking_forever)
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    async with asyncio.timeout(2):
+        events = await run(calculator(), model, ctx, stop)
+
+    assert events[-2:] == [StepFinished(1), RunFinished("other")]
+    [call] = model_calls(events)
+    assert call.estimated
+    assert call.usage.completion_tokens == 0
+
+
+async def test_a_cancelled_run_is_not_mistaken_for_a_stop(ctx: ToolContext) -> None:
+    stop = asyncio.Event()
+
+    async def thinking_forever(request: LLMRequest) -> ScriptedTurn:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(run(calculator(), ScriptedModel(thinking_forever), ctx, stop))
+    await asyncio.sleep(0.02)
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
