@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.database import Base, UTCDateTime, utcnow
@@ -23,6 +23,9 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     image_url: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[str] = mapped_column(String(20), default="free")
+    plan_event_created: Mapped[int | None] = mapped_column(BigInteger)
+    """`created` (Unix seconds) of the Stripe event that last set `plan`: Stripe delivers out of
+    order, and an older event arriving later must not undo a newer one."""
     credits: Mapped[int] = mapped_column(Integer, default=0)
     onboarding_completed: Mapped[bool] = mapped_column(Boolean, default=False)
     role: Mapped[str] = mapped_column(String(20), default="user")

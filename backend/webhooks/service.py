@@ -99,7 +99,7 @@ async def _checkout_completed(session: AsyncSession, event: StripeEvent) -> bool
         )
         changed = entry is not None
     if plan is not None:
-        changed = _set_plan(user, plan) or changed
+        changed = _set_plan(user, plan, event) or changed
     return changed
 
 
@@ -108,13 +108,13 @@ async def _subscription_updated(session: AsyncSession, event: StripeEvent) -> bo
     metadata = _mapping(subscription.get("metadata"))
     user = await _user(session, metadata.get("user_id"), event)
     plan = _plan(metadata.get("plan"), event)
-    return user is not None and plan is not None and _set_plan(user, plan)
+    return user is not None and plan is not None and _set_plan(user, plan, event)
 
 
 async def _subscription_deleted(session: AsyncSession, event: StripeEvent) -> bool:
     metadata = _mapping(event.data.object.get("metadata"))
     user = await _user(session, metadata.get("user_id"), event)
-    return user is not None and _set_plan(user, "free")
+    return user is not None and _set_plan(user, "free", event)
 
 
 async def _invoice_paid(session: AsyncSession, event: StripeEvent) -> bool:
@@ -160,7 +160,15 @@ async def _user(session: AsyncSession, user_id: Any, event: StripeEvent) -> User
     return user
 
 
-def _set_plan(user: User, plan: str) -> bool:
+def _set_plan(user: User, plan: str, event: StripeEvent) -> bool:
+    """Set the plan, unless a newer event already set it (Stripe does not deliver in order;
+    events of the same second apply in arrival order)."""
+    newest = user.plan_event_created
+    if event.created is not None and newest is not None and event.created < newest:
+        log.info("stripe event %s is older than the one that set the plan: ignored", event.id)
+        return False
+    if event.created is not None:
+        user.plan_event_created = max(event.created, newest or 0)
     if user.plan == plan:
         return False
     user.plan = plan

@@ -214,6 +214,32 @@ async def test_checkout_plan_then_subscription_updated_then_deleted(
     ]
 
 
+async def test_an_older_subscription_event_delivered_late_changes_nothing(
+    stripe: httpx.AsyncClient, stripe_app: FastAPI, users: Users
+) -> None:
+    headers, user_id = await new_user(stripe, users)
+    upgraded = subscription("customer.subscription.updated", user_id, plan="enterprise")
+    earlier = subscription("customer.subscription.updated", user_id, plan="pro")
+    cancelled_before = subscription("customer.subscription.deleted", user_id)
+    earlier["created"] = upgraded["created"] - 60
+    cancelled_before["created"] = upgraded["created"] - 30
+
+    for payload in (upgraded, earlier, cancelled_before):
+        assert_ok(await deliver(stripe, payload))
+
+    assert (await billing(stripe, headers))["plan"] == "enterprise"
+    assert await recorded(stripe_app, earlier["id"]) == [
+        ("customer.subscription.updated", "ignored")
+    ]
+    assert await recorded(stripe_app, cancelled_before["id"]) == [
+        ("customer.subscription.deleted", "ignored")
+    ]
+    newer = subscription("customer.subscription.deleted", user_id)
+    newer["created"] = upgraded["created"] + 1
+    assert_ok(await deliver(stripe, newer))
+    assert (await billing(stripe, headers))["plan"] == "free"
+
+
 async def test_invoice_paid_grants_the_month_once(
     stripe: httpx.AsyncClient, stripe_app: FastAPI, users: Users
 ) -> None:
