@@ -20,6 +20,7 @@ from backend.billing.autumn import AutumnSync
 from backend.billing.routes import router as billing_router
 from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
+from backend.completions.routes import router as completions_router
 from backend.errors import install_error_handlers
 from backend.middleware import RequestIdMiddleware
 from backend.projects.routes import router as projects_router
@@ -43,6 +44,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        agents = build_agents(settings)  # first: a broken plugin stops startup before any I/O
         db = Database(settings)
         should_migrate = db.is_sqlite if migrate is None else migrate
         if should_migrate:
@@ -51,7 +53,7 @@ def create_app(
         app.state.db = db
         app.state.verifier = make_verifier(settings)
         app.state.limiter = make_limiter(settings)
-        app.state.agents = build_agents(settings)
+        app.state.agents = agents
         autumn = AutumnSync(db, settings) if settings.autumn_secret_key else None
         app.state.autumn = autumn
         app.state.runs = RunManager(
@@ -88,6 +90,7 @@ def create_app(
     app.include_router(users_router)
     app.include_router(projects_router)
     app.include_router(chat_router)
+    app.include_router(completions_router)
     app.include_router(billing_router)
     app.include_router(webhooks_router)
     _document_agents(app)
@@ -107,6 +110,7 @@ def _document_agents(app: FastAPI) -> None:
         if agents:
             schemas = schema["components"]["schemas"]
             schemas["ThreadCreate"]["properties"]["agent"]["enum"] = sorted(agents)
+            schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = sorted(agents)
             models = sorted(
                 {m for agent in agents.values() for m in (agent.model, *agent.fallback_models) if m}
             )

@@ -185,7 +185,7 @@ async def post_message(
     service.require_llm(settings)
     thread = await service.owned_thread(session, user.id, thread_id)
     turn = Turn(data.text, data.model)
-    run_id = await _start(session, runs, user, agents[thread.agent], thread, turn)
+    run_id = await start_run(session, runs, user, agents[thread.agent], thread, turn)
     if accept and "text/event-stream" in accept:
         return stream_response(runs.follow(run_id))
     return AwaitedResponse(lambda: _reply(runs, db, run_id))
@@ -208,7 +208,7 @@ async def chat(
     service.require_llm(settings)
     thread = await service.chat_thread(session, user.id, data.id)
     turn = service.turn_from_chat(data)
-    run_id = await _start(session, runs, user, agents[thread.agent], thread, turn)
+    run_id = await start_run(session, runs, user, agents[thread.agent], thread, turn)
     return stream_response(runs.follow(run_id))
 
 
@@ -287,7 +287,7 @@ async def decide_approval(
 # --- helpers ----------------------------------------------------------------------------------
 
 
-async def _start(
+async def start_run(
     session: AsyncSession,
     runs: RunManager,
     user: User,
@@ -295,6 +295,8 @@ async def _start(
     thread: Thread,
     turn: Turn,
 ) -> str:
+    """Every door's start: the turn's run in the request's transaction, launched once it
+    commits; returns the run id to follow."""
     run, start_now = await service.start_turn(session, user, thread, agent, turn, runs.active_run)
     runs.open(run)
     if start_now:

@@ -82,6 +82,7 @@ async def autumn_app(
         autumn_secret_key="am_sk_test_123",
         autumn_base_url=autumn[1],
         autumn_sync_seconds=0.05,
+        thread_titles=False,  # the test counts the usage events of its own turns
     )
     application = create_app(settings, migrate=True)
     async with application.router.lifespan_context(application):

@@ -18,9 +18,15 @@ from tests.support.servers import serve
 MAX_EXAMPLES = os.environ.get("TURBOKIT_SCHEMATHESIS_EXAMPLES", "15")
 
 
-# Operations whose rules JSON Schema cannot state: the AI SDK body (the last message must be the
-# user's and hold text) and date ranges (`from` not after `to`, real calendar days).
-SEMANTIC = ("POST /v1/chat", "GET /v1/usage", "GET /v1/usage/export.csv", "GET /v1/admin/usage")
+# Operations whose rules JSON Schema cannot state: the AI SDK and OpenAI bodies (the last message
+# must be the user's and hold text) and date ranges (`from` not after `to`, real calendar days).
+SEMANTIC = (
+    "POST /v1/chat",
+    "POST /v1/chat/completions",
+    "GET /v1/usage",
+    "GET /v1/usage/export.csv",
+    "GET /v1/admin/usage",
+)
 
 
 @pytest.fixture
