@@ -1,17 +1,23 @@
-"""`turbokit`: serve, migrate, token. Heavy imports stay inside the commands, so `--help`
-is instant."""
+"""`turbokit`: serve, migrate, token, tools, chat. Heavy imports stay inside the commands, so
+`--help` is instant."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from config.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from backend.plugins import Catalogue
 
 EPILOG = """\
 first steps:
@@ -19,6 +25,8 @@ first steps:
   turbokit token alice --email a@example.com
                                       print a development token for user "alice"
   curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/v1/me
+  turbokit tools                      list the tools agents can call (core and plugins)
+  turbokit chat                       talk to the assistant from the terminal
 
 Settings come from the environment or a .env file (DATABASE_URL, REDIS_URL, ...); see README.md.
 """
@@ -36,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"turbokit: configuration error:\n{_settings_errors(exc)}", file=sys.stderr)
         return 2
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
-    return handler(args, settings)
+    try:
+        return handler(args, settings)
+    except BrokenPipeError:  # `turbokit tools | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,12 +87,72 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--admin", action="store_true", help="grant the admin role")
     token.add_argument("--ttl-hours", type=float, default=24.0, help="lifetime (default 24)")
     token.set_defaults(handler=_token)
+    _add_tools_command(commands)
+    _add_chat_command(commands)
     return parser
+
+
+TOOLS_HELP = """\
+Every tool comes from the core (backend/projects/tools.py) or from a plugin: an installed package
+with an entry point in the `turbokit.tools` group, or a module named in TOOL_PLUGINS
+(comma-separated `package.module` or `package.module:attribute`). Each tool is listed with its
+description, the agents that may call it, and the JSON Schema of its parameters (what the model
+sees). A broken plugin is reported here as it would stop `turbokit serve`.
+
+examples:
+  turbokit tools
+  TOOL_PLUGINS=my_tools turbokit tools --json
+"""
+
+CHAT_HELP = """\
+Talk to an agent of a running service (`turbokit serve`) from the terminal: each line you type is
+a message; the reply streams in, with one line per tool call and per tool result. The thread id is
+printed so that `--thread` can continue the conversation later. Without --token, a development
+token for the user "dev" is signed with this directory's key (as `turbokit token dev` does), which
+only works where the server runs in development (CLERK_JWT_ISSUER_DOMAIN unset).
+
+examples:
+  turbokit chat
+  turbokit chat --agent editor
+  echo "How many projects do I have?" | turbokit chat --thread thr_01J...
+"""
+
+
+def _add_tools_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tools = commands.add_parser(
+        "tools",
+        help="list the tools (core and plugins), their agents and JSON Schema",
+        description=TOOLS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tools.add_argument("--json", action="store_true", help="print JSON for machines")
+    tools.set_defaults(handler=_tools)
+
+
+def _add_chat_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chat = commands.add_parser(
+        "chat",
+        help="chat with an agent of a running server from the terminal",
+        description=CHAT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = chat.add_mutually_exclusive_group()
+    which.add_argument(
+        "--agent", metavar="NAME", help="agent of the new thread (default assistant)"
+    )
+    which.add_argument("--thread", metavar="ID", help="continue this thread instead")
+    chat.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)"
+    )
+    chat.add_argument("--token", help='bearer token (default: a development token for "dev")')
+    chat.set_defaults(handler=_chat)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if _catalogue_or_report(settings) is None:
+        return 2
     database = (settings.database_url and "DATABASE_URL") or f"SQLite in {settings.data_dir}/"
     print(
         f"TurboKit {settings.environment} on http://{args.host}:{args.port} ({database}); "
@@ -145,6 +217,111 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0
+
+
+def _catalogue_or_report(settings: Settings) -> Catalogue | None:
+    """The tools and agents, or None after printing which plugin is broken and why."""
+    from backend.agents import build_catalogue
+    from backend.plugins import PluginError
+
+    try:
+        return build_catalogue(settings)
+    except PluginError as exc:
+        print(f"turbokit: {exc}", file=sys.stderr)
+        return None
+
+
+def _tools(args: argparse.Namespace, settings: Settings) -> int:
+    catalogue = _catalogue_or_report(settings)
+    if catalogue is None:
+        return 2
+    listing = _tool_listing(catalogue)
+    if args.json:
+        agents = [
+            {
+                "name": a.name,
+                "description": a.description,
+                "model": a.model,
+                "tools": a.tools.names(),
+            }
+            for a in catalogue.agents.values()
+        ]
+        print(json.dumps({"tools": listing, "agents": agents}, indent=2))
+        return 0
+    for tool in listing:
+        print(_tool_text(tool))
+    print(f"{len(listing)} tools; agents: {', '.join(catalogue.agents)}")
+    return 0
+
+
+def _tool_listing(catalogue: Catalogue) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": tool.name,
+            "description": tool.description,
+            "origin": catalogue.origins[tool.name],
+            "agents": [a.name for a in catalogue.agents.values() if tool.name in a.tools],
+            "needs_approval": "depends" if callable(tool.needs_approval) else tool.needs_approval,
+            "parameters": tool.parameters,
+        }
+        for tool in catalogue.tools
+    ]
+
+
+def _tool_text(tool: dict[str, Any]) -> str:
+    return (
+        f"{tool['name']}: {tool['description']}\n"
+        f"  from: {tool['origin']}\n"
+        f"  used by: {', '.join(tool['agents']) or '(no agent)'}\n"
+        f"  needs approval: {_APPROVAL[tool['needs_approval']]}\n"
+        f"  parameters: {_readable_json(tool['parameters'], '  ')}\n"
+    )
+
+
+_APPROVAL = {True: "yes", False: "no", "depends": "depending on the arguments"}
+
+
+def _readable_json(value: Any, indent: str, width: int = 88) -> str:
+    """JSON indented only where a line would get long, so a schema stays a screenful."""
+    flat = json.dumps(value)
+    if len(flat) + len(indent) <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{json.dumps(k)}: {_readable_json(v, inner, width)}" for k, v in value.items()]
+        opening, closing = "{", "}"
+    else:
+        items = [_readable_json(v, inner, width) for v in value]
+        opening, closing = "[", "]"
+    body = ",\n".join(inner + item for item in items)
+    return f"{opening}\n{body}\n{indent}{closing}"
+
+
+def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from backend import terminal_chat
+
+    token = args.token or _dev_token_for_chat(settings)
+    if token is None:
+        return 2
+    with terminal_chat.connect(args.url, token) as http:
+        lines = terminal_chat.Lines(sys.stdin, interactive=sys.stdin.isatty())
+        session = terminal_chat.Session(
+            http, sys.stdout, sys.stderr, minted_token=args.token is None, ask=lines.read
+        )
+        return terminal_chat.run(session, lines, args.agent, args.thread)
+
+
+def _dev_token_for_chat(settings: Settings) -> str | None:
+    from backend.auth import issue_dev_token
+
+    if settings.clerk_jwt_issuer_domain or settings.is_production:
+        print(
+            "turbokit chat: cannot sign a development token here (CLERK_JWT_ISSUER_DOMAIN is set "
+            "or ENVIRONMENT=production); pass --token with a token from your sign-in",
+            file=sys.stderr,
+        )
+        return None
+    return issue_dev_token(settings, "dev", name="Developer")
 
 
 def _settings_errors(exc: ValidationError) -> str:

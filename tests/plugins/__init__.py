@@ -1,0 +1,1 @@
+"""Plugins the tests load: an installable example package and deliberately broken modules."""

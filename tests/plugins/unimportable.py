@@ -1,0 +1,3 @@
+"""A plugin whose dependency is not installed."""
+
+import turbokit_missing_dependency  # noqa: F401
