@@ -13,6 +13,7 @@ from backend.auth import Identity, TokenVerifier, bearer_token
 from backend.errors import AppError, unauthenticated
 from backend.users import service as users
 from backend.users.models import User
+from backend.users.service import Caller
 from config.database import Database
 from config.settings import Settings
 
@@ -85,6 +86,22 @@ async def _provision(identity: Identity, session: AsyncSession, db: Database) ->
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_caller(identity: IdentityDep, db: DatabaseDep) -> Caller:
+    """The caller for routes that need only who is calling: one indexed read without a session,
+    so a request that reads little pays little. Nothing is cached: a deleted user is refused at
+    once."""
+    caller = await db.run_read(users.find_caller, identity.subject)
+    if caller is None:
+        async with db.write() as session:
+            caller = Caller.of(await users.provision(session, identity))
+    if caller.deleted:
+        raise unauthenticated("This account has been deleted")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def get_admin_user(user: CurrentUser, identity: IdentityDep) -> User:
