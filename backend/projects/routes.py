@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from backend.deps import CallerDep, CurrentUser, DatabaseDep, SessionDep
 from backend.errors import error_responses, not_found
-from backend.pagination import Page, PageParams, page_params
+from backend.pagination import DEFAULT_LIMIT, Page, PageLimit, PageParams, cursor_query
 from backend.projects import service
 from backend.projects.models import Project
 from backend.projects.schemas import (
@@ -54,11 +54,13 @@ async def create_project(data: ProjectCreate, caller: CallerDep, session: Sessio
 async def list_projects(
     caller: CallerDep,
     db: DatabaseDep,
-    page: Annotated[PageParams, Depends(page_params("prj"))],
+    limit: PageLimit = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, cursor_query("prj")] = None,
     status: ProjectStatus | None = None,
 ) -> Response:
-    rows, cursor = await db.run_read(service.page, caller.id, page, status)
-    return json_response(ProjectPage.model_validate({"items": rows, "next_cursor": cursor}))
+    page = PageParams(limit, cursor)
+    rows, next_cursor = await db.run_read(service.page, caller.id, page, status)
+    return json_response(ProjectPage.model_validate({"items": rows, "next_cursor": next_cursor}))
 
 
 @router.get("/search", response_model=ProjectSearchResults)

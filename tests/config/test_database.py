@@ -10,14 +10,16 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import text as sa_text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from config.database import Database
+from config.database import Database, UTCDateTime
 from config.settings import Settings
 from tests.support.databases import postgres_database
 
@@ -31,6 +33,7 @@ notes = Table(
     Column("id", Integer, primary_key=True),
     Column("owner", String(40), nullable=False),
     Column("body", String(200), nullable=False),
+    Column("at", UTCDateTime(), nullable=True),
 )
 
 
@@ -154,3 +157,67 @@ async def test_on_sqlite_a_write_session_inside_another_fails_instead_of_hanging
                 pass
     async with asyncio.timeout(5), db.write():  # the lock was released
         pass
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_utc_datetimes_come_back_aware_and_equal(db: Database, runner: str) -> None:
+    owner = uuid.uuid4().hex
+    await add_note(db, owner, "timed")
+    moments = [
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 3, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))),  # stored as UTC
+        datetime(2025, 1, 1, tzinfo=UTC),  # no microseconds
+    ]
+
+    def read_at(conn: Connection) -> datetime | None:
+        value: datetime | None = conn.execute(
+            select(notes.c.at).where(notes.c.owner == owner)
+        ).scalar_one()
+        return value
+
+    for moment in moments:
+        async with db.write() as session:
+            await session.execute(update(notes).where(notes.c.owner == owner).values(at=moment))
+        found = await getattr(db, runner)(read_at)
+        assert found == moment
+        assert found is not None
+        assert found.tzinfo is UTC
+    async with db.write() as session:
+        await session.execute(update(notes).where(notes.c.owner == owner).values(at=None))
+    assert await getattr(db, runner)(read_at) is None
+
+
+async def test_on_sqlite_times_written_as_other_iso_text_read_as_utc(db: Database) -> None:
+    """Rows written by other tools: offsets are honoured, text without one is UTC."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's own: PostgreSQL stores timestamptz")
+    owner = uuid.uuid4().hex
+    await add_note(db, owner, "imported")
+    texts = {
+        "2024-03-01T01:00:00+02:00": datetime(2024, 2, 29, 23, 0, tzinfo=UTC),
+        "2024-03-01T01:00:00Z": datetime(2024, 3, 1, 1, 0, tzinfo=UTC),
+        "2024-03-01 01:00:00": datetime(2024, 3, 1, 1, 0, tzinfo=UTC),
+        "2024-03-01": datetime(2024, 3, 1, tzinfo=UTC),
+    }
+    for text, expected in texts.items():
+        async with db.write() as session:
+            await session.execute(update(notes).where(notes.c.owner == owner).values(at=None))
+            await session.execute(
+                sa_text("UPDATE notes SET at = :at WHERE owner = :owner"),
+                {"at": text, "owner": owner},
+            )
+
+        def read_at(conn: Connection) -> object:
+            return conn.execute(select(notes.c.at).where(notes.c.owner == owner)).scalar_one()
+
+        found = await db.run_read(read_at)
+        assert found == expected, text
+        assert isinstance(found, datetime)
+        assert found.tzinfo is UTC
+
+
+async def test_a_naive_datetime_is_refused(db: Database) -> None:
+    naive = datetime(2024, 1, 1)  # noqa: DTZ001
+    with pytest.raises(Exception, match="naive datetime"):
+        async with db.write() as session:
+            await session.execute(insert(notes).values(owner="x", body="x", at=naive))
