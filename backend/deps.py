@@ -93,13 +93,14 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_caller(request: Request, credentials: BearerCredentials) -> Caller:
-    """The caller for routes that need only who is calling: one indexed read without a session,
-    so a request that reads little pays little. Nothing is cached: a deleted user is refused at
-    once. It verifies the token itself rather than through `get_identity`, and takes the database
-    from the app: each dependency FastAPI solves costs more than that read."""
+    """The caller for routes that need only who is calling: no session, and on SQLite the user
+    row is read again only once something has been committed since (`run_read_cached`), so a
+    deleted user is refused at once. It verifies the token itself rather than through
+    `get_identity`, and takes the database from the app: each dependency FastAPI solves costs
+    about what the read does."""
     identity = await _identify(request, credentials)
     db: Database = request.app.state.db
-    caller = await db.run_read(users.find_caller, identity.subject)
+    caller = await db.run_read_cached(users.find_caller, identity.subject)
     if caller is None:
         async with db.write() as session:
             caller = Caller.of(await users.provision(session, identity))

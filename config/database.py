@@ -19,11 +19,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, Dialect, Engine, Result, make_url
@@ -54,6 +54,8 @@ _READER_BUSY_TIMEOUT_MS = 2000
 """How long a read on the event loop may wait for SQLite's WAL index (rare); it blocks the loop."""
 _READER_POOL_SIZE = 8
 """Read connections for units in worker threads; asyncio's default executor has at most 32."""
+_CACHED_RESULTS = 10_000
+"""Results `run_read_cached` keeps (one per distinct unit and arguments), oldest dropped first."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -153,6 +155,16 @@ class Database:
             return self._reader.run_inline(unit, *args, **kwargs)
         return await self._run_async(unit, *args, **kwargs)
 
+    async def run_read_cached(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`run_read` for a unit whose (immutable) result is asked for again and again, such as
+        who a token's subject is. On a SQLite file the result is reused for as long as nothing
+        has been committed to the database since it was read, by any connection of any process
+        (SQLite's `PRAGMA data_version`), so it is never stale; any commit makes the next call
+        read again. Elsewhere the unit simply runs. Arguments must be hashable."""
+        if self._reader is not None:
+            return self._reader.run_inline_cached(unit, *args, **kwargs)
+        return await self._run_async(unit, *args, **kwargs)
+
     async def run_scan(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read unit that may touch many rows (full-text ranking, reports) as one
         transaction, without holding up the event loop: one hop to a worker thread on SQLite."""
@@ -211,11 +223,30 @@ class _SQLiteReader:
         self.engine = _create_sqlite_reader_engine(url)
         self.slow_ms = settings.slow_query_ms
         self._inline: Connection | None = None
+        self._cache: dict[Hashable, tuple[int, Any]] = {}
 
     def run_inline(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(self._inline_connection(), unit, *args, **kwargs)
+
+    def run_inline_cached(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        conn = self._inline_connection()
+        # Taken before the unit reads: a commit in between only makes the next call read again.
+        version = _data_version(conn)
+        key = (unit, args, frozenset(kwargs.items()))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return cast(T, hit[1])
+        result = self._run(conn, unit, *args, **kwargs)
+        if len(self._cache) >= _CACHED_RESULTS:
+            del self._cache[next(iter(self._cache))]  # the oldest
+        self._cache[key] = (version, result)
+        return result
+
+    def _inline_connection(self) -> Connection:
         if self._inline is None or self._inline.invalidated:
             self._inline = self.engine.connect()
-        return self._run(self._inline, unit, *args, **kwargs)
+            self._cache.clear()  # data_version numbers are per connection
+        return self._inline
 
     def run_pooled(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         with self.engine.connect() as conn:
@@ -269,6 +300,13 @@ def _create_sqlite_reader_engine(url: str) -> Engine:
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "connect", _sqlite_reader_on_connect)
     return engine
+
+
+def _data_version(conn: Connection) -> int:
+    """Changes whenever another connection (of any process) commits to the database."""
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    return int(dbapi_connection.cursor().execute("PRAGMA data_version").fetchone()[0])
 
 
 def _sqlite_begin(conn: Connection) -> None:

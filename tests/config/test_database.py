@@ -221,3 +221,30 @@ async def test_a_naive_datetime_is_refused(db: Database) -> None:
     with pytest.raises(Exception, match="naive datetime"):
         async with db.write() as session:
             await session.execute(insert(notes).values(owner="x", body="x", at=naive))
+
+
+async def test_a_cached_read_never_returns_what_a_commit_changed(db: Database) -> None:
+    """On SQLite the result is reused until anything is committed, by this process or another
+    (here: a second `Database` on the same file); elsewhere the unit runs every time."""
+    owner = uuid.uuid4().hex
+    await add_note(db, owner, "first")
+    runs = 0
+
+    def counted_bodies(conn: Connection, owner: str) -> tuple[str, ...]:
+        nonlocal runs
+        runs += 1
+        return tuple(bodies(conn, owner))
+
+    assert await db.run_read_cached(counted_bodies, owner) == ("first",)
+    assert await db.run_read_cached(counted_bodies, owner) == ("first",)
+    assert runs == (1 if db.is_sqlite else 2)
+
+    await add_note(db, owner, "second")
+    assert await db.run_read_cached(counted_bodies, owner) == ("first", "second")
+
+    async with _database(str(db.engine.url)) as other_process:
+        await add_note(other_process, owner, "third")
+    assert await db.run_read_cached(counted_bodies, owner) == ("first", "second", "third")
+    before = runs
+    assert await db.run_read_cached(counted_bodies, owner) == ("first", "second", "third")
+    assert runs == before + (0 if db.is_sqlite else 1)
