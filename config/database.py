@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+import orjson
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, Dialect, Engine, Result, make_url
 from sqlalchemy.ext.asyncio import (
@@ -296,10 +298,20 @@ def _create_sqlite_reader_engine(url: str) -> Engine:
         pool_size=_READER_POOL_SIZE,
         max_overflow=0,
         connect_args={"check_same_thread": False},  # pooled for worker threads
+        json_deserializer=_json_loads,
     )
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "connect", _sqlite_reader_on_connect)
     return engine
+
+
+def _json_loads(text: str) -> Any:
+    """JSON columns of read units: orjson parses a small document several times faster than the
+    standard library, which still takes what orjson refuses (NaN, which `json.dumps` writes)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _data_version(conn: Connection) -> int:

@@ -6,6 +6,7 @@ Every test runs once per backend (`[sqlite]`, `[postgres]`) unless it says what 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy import text as sa_text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -34,6 +35,7 @@ notes = Table(
     Column("owner", String(40), nullable=False),
     Column("body", String(200), nullable=False),
     Column("at", UTCDateTime(), nullable=True),
+    Column("doc", JSON(), nullable=True),
 )
 
 
@@ -248,3 +250,21 @@ async def test_a_cached_read_never_returns_what_a_commit_changed(db: Database) -
     before = runs
     assert await db.run_read_cached(counted_bodies, owner) == ("first", "second", "third")
     assert runs == before + (0 if db.is_sqlite else 1)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_json_documents_come_back_as_written(db: Database, runner: str) -> None:
+    owner = uuid.uuid4().hex
+    doc = {"text": "naïve ✓", "n": [1, 2.5, None, True], "nested": {"deep": {"x": -1}}}
+    documents: list[object] = [doc, [], "plain", 3]
+    if db.is_sqlite:  # json.dumps writes NaN, which strict JSON parsers refuse
+        documents.append({"ratio": math.inf})
+    for document in documents:
+        async with db.write() as session:
+            await session.execute(insert(notes).values(owner=owner, body="doc", doc=document))
+
+        def latest(conn: Connection) -> object:
+            query = select(notes.c.doc).where(notes.c.owner == owner).order_by(notes.c.id.desc())
+            return conn.execute(query.limit(1)).scalar_one()
+
+        assert await getattr(db, runner)(latest) == document
