@@ -55,7 +55,8 @@ _AFTER_COMMIT = "after_commit"
 _READER_BUSY_TIMEOUT_MS = 2000
 """How long a read on the event loop may wait for SQLite's WAL index (rare); it blocks the loop."""
 _READER_POOL_SIZE = 8
-"""Read connections for units in worker threads; asyncio's default executor has at most 32."""
+"""Read connections kept for units in worker threads; more open when asyncio's default executor
+(at most 32 threads) runs more units at once, so a unit never waits for a connection."""
 _CACHED_RESULTS = 10_000
 """Results `run_read_cached` keeps (one per distinct unit and arguments), oldest dropped first."""
 
@@ -296,7 +297,7 @@ def _create_sqlite_reader_engine(url: str) -> Engine:
     engine = create_engine(
         make_url(url).set(drivername="sqlite"),
         pool_size=_READER_POOL_SIZE,
-        max_overflow=0,
+        max_overflow=32,
         connect_args={"check_same_thread": False},  # pooled for worker threads
         json_deserializer=_json_loads,
     )
