@@ -59,7 +59,7 @@ async def list_projects(
     status: ProjectStatus | None = None,
 ) -> Response:
     page = PageParams(limit, cursor)
-    rows, next_cursor = await db.run_read(service.page, caller.id, page, status)
+    rows, next_cursor = await db.run_read(service.list_page, caller.id, page, status)
     return json_response(ProjectPage.model_validate({"items": rows, "next_cursor": next_cursor}))
 
 

@@ -63,7 +63,7 @@ def find(conn: Connection, user_id: str, project_id: str) -> ProjectRow | None:
     return rows[0] if rows else None
 
 
-def page(
+def list_page(
     conn: Connection, user_id: str, page: PageParams, status: ProjectStatus | None = None
 ) -> tuple[list[ProjectRow], str | None]:
     query = _page_query(status is not None, page.cursor is not None)
