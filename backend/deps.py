@@ -13,6 +13,7 @@ from backend.auth import Identity, TokenVerifier, bearer_token
 from backend.errors import AppError, unauthenticated
 from backend.users import service as users
 from backend.users.models import User
+from backend.users.service import Caller
 from config.database import Database
 from config.settings import Settings
 
@@ -51,10 +52,14 @@ DatabaseDep = Annotated[Database, Depends(get_db)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_identity(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_identity(request: Request, credentials: BearerCredentials) -> Identity:
+    return await _identify(request, credentials)
+
+
+async def _identify(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Identity:
     if credentials is None:
         raise unauthenticated("Missing bearer token")
     token = bearer_token(f"{credentials.scheme} {credentials.credentials}")
@@ -85,6 +90,26 @@ async def _provision(identity: Identity, session: AsyncSession, db: Database) ->
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_caller(request: Request, credentials: BearerCredentials) -> Caller:
+    """The caller for routes that need only who is calling: no session, and on SQLite the user
+    row is read again only once something has been committed since (`run_read_cached`), so a
+    deleted user is refused at once. It verifies the token itself rather than through
+    `get_identity`, and takes the database from the app: each dependency FastAPI solves costs
+    about what the read does."""
+    identity = await _identify(request, credentials)
+    db: Database = request.app.state.db
+    caller = await db.run_read_cached(users.find_caller, identity.subject)
+    if caller is None:
+        async with db.write() as session:
+            caller = Caller.of(await users.provision(session, identity))
+    if caller.deleted:
+        raise unauthenticated("This account has been deleted")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def get_admin_user(user: CurrentUser, identity: IdentityDep) -> User:

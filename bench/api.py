@@ -346,6 +346,7 @@ async def _seed(data_dir: Path, search_rows: int) -> Corpus:
 async def _capture_search_sql(db: Any, user_id: str, queries: list[SearchQuery]) -> None:
     """Run the app's own search service once per query and keep the SQL it sends to SQLite."""
     from sqlalchemy import event
+    from sqlalchemy.engine import Engine
 
     from backend.projects import service
 
@@ -355,15 +356,15 @@ async def _capture_search_sql(db: Any, user_id: str, queries: list[SearchQuery])
         if statement.lstrip().upper().startswith("SELECT"):
             captured.append((statement, params))
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    # On every engine: the search runs on the database's read connections, not its sessions.
+    event.listen(Engine, "before_cursor_execute", capture)
     try:
         for query in queries:
             captured.clear()
-            async with db.read() as session:
-                await service.search(session, user_id, query.q, 20)
+            await db.run_scan(service.search, user_id, query.q, 20)
             query.statements = list(captured)
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        event.remove(Engine, "before_cursor_execute", capture)
 
 
 def _time_search_sql(database_file: Path, queries: list[SearchQuery]) -> None:
@@ -816,9 +817,9 @@ class Profiler:
 
 # Which part of the request a sample is in: the innermost of these frames on its stack.
 _STAGES = [
-    ("route: database query + ORM rows", ("backend/projects/service.py",)),
-    ("route: response models (model_validate)", ("backend/projects/routes.py",)),
-    ("auth: user lookup (get_current_user)", ("get_current_user", "backend/users/service.py")),
+    ("route: database query + rows", ("backend/projects/service.py",)),
+    ("route: response models (model_validate)", ("backend/projects/routes.py", "responses.py")),
+    ("auth: user lookup", ("get_current_user", "get_caller", "backend/users/service.py")),
     ("auth: token verification (get_identity)", ("get_identity", "backend/auth.py")),
     ("session open/close (get_session)", ("get_session",)),
     ("FastAPI response serialisation", ("serialize_response",)),
@@ -831,7 +832,7 @@ _LAYERS = [
     ("SQLAlchemy (+ greenlet)", ("sqlalchemy/", "greenlet")),
     ("pydantic", ("pydantic/", "pydantic_core/")),
     ("JSON", ("json/",)),
-    ("datetime/UTC column type", ("config/database.py",)),
+    ("config/database.py (read units, UTC column type)", ("config/database.py",)),
     ("FastAPI", ("fastapi/",)),
     ("Starlette", ("starlette/",)),
     ("uvicorn / HTTP parsing", ("uvicorn/", "httptools/")),

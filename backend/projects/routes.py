@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from backend.deps import CurrentUser, SessionDep
+from backend.deps import CallerDep, CurrentUser, DatabaseDep, SessionDep
 from backend.errors import error_responses, not_found
-from backend.pagination import Page, PageParams, page_params
+from backend.pagination import DEFAULT_LIMIT, Page, PageLimit, PageParams, cursor_query
 from backend.projects import service
 from backend.projects.models import Project
 from backend.projects.schemas import (
@@ -16,6 +16,7 @@ from backend.projects.schemas import (
     ProjectStatus,
     ProjectUpdate,
 )
+from backend.responses import json_response
 from backend.routing import TurboKitRoute
 from config.ids import id_pattern
 
@@ -40,41 +41,46 @@ async def _owned(session: SessionDep, user: CurrentUser, project_id: ProjectId) 
 
 
 OwnedProject = Annotated[Project, Depends(_owned)]
+ProjectPage = Page[ProjectPublic]
 
 
-@router.post("", status_code=201)
-async def create_project(
-    data: ProjectCreate, user: CurrentUser, session: SessionDep
-) -> ProjectPublic:
-    return ProjectPublic.model_validate(await service.create(session, user.id, data))
+@router.post("", status_code=201, response_model=ProjectPublic)
+async def create_project(data: ProjectCreate, caller: CallerDep, session: SessionDep) -> Response:
+    project = await service.create(session, caller.id, data)
+    return json_response(ProjectPublic.model_validate(project), 201)
 
 
-@router.get("")
+@router.get("", response_model=ProjectPage)
 async def list_projects(
-    user: CurrentUser,
-    session: SessionDep,
-    page: Annotated[PageParams, Depends(page_params("prj"))],
+    caller: CallerDep,
+    db: DatabaseDep,
+    limit: PageLimit = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, cursor_query("prj")] = None,
     status: ProjectStatus | None = None,
-) -> Page[ProjectPublic]:
-    rows, cursor = await service.list_page(session, user.id, page, status)
-    return Page(items=[ProjectPublic.model_validate(r) for r in rows], next_cursor=cursor)
+) -> Response:
+    page = PageParams(limit, cursor)
+    rows, next_cursor = await db.run_read(service.list_page, caller.id, page, status)
+    return json_response(ProjectPage.model_validate({"items": rows, "next_cursor": next_cursor}))
 
 
-@router.get("/search")
+@router.get("/search", response_model=ProjectSearchResults)
 async def search_projects(
-    user: CurrentUser,
-    session: SessionDep,
+    caller: CallerDep,
+    db: DatabaseDep,
     q: Annotated[str, Query(min_length=1, max_length=500)],
     status: ProjectStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> ProjectSearchResults:
-    rows = await service.search(session, user.id, q, limit, status)
-    return ProjectSearchResults(items=[ProjectPublic.model_validate(r) for r in rows])
+) -> Response:
+    rows = await db.run_scan(service.search, caller.id, q, limit, status)
+    return json_response(ProjectSearchResults.model_validate({"items": rows}))
 
 
-@router.get("/{project_id}", responses=NOT_FOUND)
-async def get_project(project: OwnedProject) -> ProjectPublic:
-    return ProjectPublic.model_validate(project)
+@router.get("/{project_id}", response_model=ProjectPublic, responses=NOT_FOUND)
+async def get_project(caller: CallerDep, db: DatabaseDep, project_id: ProjectId) -> Response:
+    row = await db.run_read(service.find, caller.id, project_id)
+    if row is None:
+        raise not_found("Project")
+    return json_response(ProjectPublic.model_validate(row))
 
 
 @router.patch("/{project_id}", responses=NOT_FOUND)

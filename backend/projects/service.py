@@ -1,53 +1,86 @@
-"""Projects of one owner: every query is scoped by `user_id`; another user's id reads as absent."""
+"""Projects of one owner: every query is scoped by `user_id`; another user's id reads as absent.
+
+Reads are read units (plain functions of a Core `Connection`, run by `Database.run_read` or
+`run_scan`) returning plain dicts, which pydantic validates fastest; statements are built once.
+Changes to an existing project go through the ORM in a write session.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, Table, bindparam, insert, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.pagination import PageParams, next_cursor
 from backend.projects.models import Project
 from backend.projects.schemas import ProjectCreate, ProjectStatus, ProjectUpdate
-from config.database import dialect_name, utcnow
+from config.database import row_dicts, utcnow
+from config.ids import new_id
 
 MAX_QUERY_TERMS = 16
 
+projects: Table = Project.__table__  # type: ignore[assignment]
+ProjectRow = dict[str, Any]
+"""A row of `projects` as a dict of its columns (what `ProjectPublic` validates)."""
 
-async def create(session: AsyncSession, user_id: str, data: ProjectCreate) -> Project:
+_INSERT = insert(projects)
+_FIND = select(projects).where(
+    projects.c.id == bindparam("project_id"), projects.c.user_id == bindparam("user_id")
+)
+_BY_IDS = select(projects).where(projects.c.id.in_(bindparam("ids", expanding=True)))
+
+
+async def create(session: AsyncSession, user_id: str, data: ProjectCreate) -> ProjectRow:
     now = utcnow()
-    project = Project(
-        user_id=user_id,
-        name=data.name,
-        description=data.description,
-        status=data.status,
-        settings=data.settings.model_dump(),
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(project)
-    await session.flush()
-    return project
+    row: ProjectRow = {
+        "id": new_id("prj"),
+        "user_id": user_id,
+        "name": data.name,
+        "description": data.description,
+        "status": data.status,
+        "settings": data.settings.model_dump(),
+        "created_at": now,
+        "updated_at": now,
+    }
+    await session.execute(_INSERT, row)
+    return row
 
 
 async def get(session: AsyncSession, user_id: str, project_id: str) -> Project | None:
+    """The project as an ORM object, to change it in a write session."""
     result = await session.execute(
         select(Project).where(Project.id == project_id, Project.user_id == user_id)
     )
     return result.scalar_one_or_none()
 
 
-async def list_page(
-    session: AsyncSession, user_id: str, page: PageParams, status: ProjectStatus | None = None
-) -> tuple[list[Project], str | None]:
-    query = select(Project).where(Project.user_id == user_id)
-    if status is not None:
-        query = query.where(Project.status == status)
-    if page.cursor is not None:
-        query = query.where(Project.id < page.cursor)
-    rows = list(await session.scalars(query.order_by(Project.id.desc()).limit(page.limit + 1)))
-    return rows[: page.limit], next_cursor([row.id for row in rows], page.limit)
+def find(conn: Connection, user_id: str, project_id: str) -> ProjectRow | None:
+    rows = row_dicts(conn.execute(_FIND, {"project_id": project_id, "user_id": user_id}))
+    return rows[0] if rows else None
+
+
+def list_page(
+    conn: Connection, user_id: str, page: PageParams, status: ProjectStatus | None = None
+) -> tuple[list[ProjectRow], str | None]:
+    query = _page_query(status is not None, page.cursor is not None)
+    params = {"user_id": user_id, "status": status, "cursor": page.cursor, "limit": page.limit + 1}
+    rows = row_dicts(conn.execute(query, params))
+    return rows[: page.limit], next_cursor([row["id"] for row in rows], page.limit)
+
+
+@functools.cache
+def _page_query(by_status: bool, after_cursor: bool) -> Select[Any]:
+    """Built once per shape: building a statement costs more than SQLite takes to answer it."""
+    query = select(projects).where(projects.c.user_id == bindparam("user_id"))
+    if by_status:
+        query = query.where(projects.c.status == bindparam("status"))
+    if after_cursor:
+        query = query.where(projects.c.id < bindparam("cursor"))
+    return query.order_by(projects.c.id.desc()).limit(bindparam("limit"))
 
 
 async def update(session: AsyncSession, project: Project, changes: ProjectUpdate) -> Project:
@@ -65,30 +98,31 @@ async def delete(session: AsyncSession, project: Project) -> None:
     await session.flush()
 
 
-async def search(
-    session: AsyncSession,
+def search(
+    conn: Connection,
     user_id: str,
     query: str,
     limit: int = 20,
     status: ProjectStatus | None = None,
-) -> list[Project]:
+) -> list[ProjectRow]:
     """Best match first, over name (weighted higher) and description, using the database's own
-    full-text index; each word matches as a prefix, all words must match."""
+    full-text index; each word matches as a prefix, all words must match. Ranking scores every
+    match, so run it with `Database.run_scan`."""
     terms = re.findall(r"\w+", query.lower())[:MAX_QUERY_TERMS]
     if not terms:
         return []
-    if dialect_name(session) == "postgresql":
-        ids = await _search_postgres(session, user_id, terms, limit, status)
+    if conn.dialect.name == "postgresql":
+        ids = _search_postgres(conn, user_id, terms, limit, status)
     else:
-        ids = await _search_sqlite(session, user_id, terms, limit, status)
+        ids = _search_sqlite(conn, user_id, terms, limit, status)
     if not ids:
         return []
-    found = {p.id: p for p in await session.scalars(select(Project).where(Project.id.in_(ids)))}
+    found = {row["id"]: row for row in row_dicts(conn.execute(_BY_IDS, {"ids": ids}))}
     return [found[i] for i in ids if i in found]
 
 
-async def _search_sqlite(
-    session: AsyncSession, user_id: str, terms: list[str], limit: int, status: str | None
+def _search_sqlite(
+    conn: Connection, user_id: str, terms: list[str], limit: int, status: str | None
 ) -> list[str]:
     match = " ".join(f'"{term}"*' for term in terms)
     sql = (
@@ -98,11 +132,11 @@ async def _search_sqlite(
         + " ORDER BY bm25(projects_fts, 10.0, 1.0), p.id DESC LIMIT :limit"
     )
     params = {"match": match, "user_id": user_id, "status": status, "limit": limit}
-    return list((await session.execute(text(sql), params)).scalars())
+    return list(conn.execute(text(sql), params).scalars())
 
 
-async def _search_postgres(
-    session: AsyncSession, user_id: str, terms: list[str], limit: int, status: str | None
+def _search_postgres(
+    conn: Connection, user_id: str, terms: list[str], limit: int, status: str | None
 ) -> list[str]:
     tsquery = " & ".join(f"{term}:*" for term in terms)
     sql = (
@@ -112,4 +146,4 @@ async def _search_postgres(
         + " ORDER BY ts_rank(search_vector, q) DESC, id DESC LIMIT :limit"
     )
     params = {"tsquery": tsquery, "user_id": user_id, "status": status, "limit": limit}
-    return list((await session.execute(text(sql), params)).scalars())
+    return list(conn.execute(text(sql), params).scalars())

@@ -42,8 +42,8 @@ async def search_projects(
         status: Only projects with this status.
         limit: At most this many results (1-50).
     """
-    async with _db(ctx).read() as session:
-        rows = await service.search(session, ctx.user_id, query, max(1, min(limit, 50)), status)
+    limit = max(1, min(limit, 50))
+    rows = await _db(ctx).run_scan(service.search, ctx.user_id, query, limit, status)
     return [ProjectHit.model_validate(row, from_attributes=True) for row in rows]
 
 
@@ -55,8 +55,7 @@ async def get_project(ctx: ToolContext, project_id: str) -> ProjectPublic:
         project_id: The project's id (`prj_...`), as returned by search_projects.
     """
     _check_id(project_id)
-    async with _db(ctx).read() as session:
-        project = await service.get(session, ctx.user_id, project_id)
+    project = await _db(ctx).run_read(service.find, ctx.user_id, project_id)
     if project is None:
         raise ToolError(f"No project with id {project_id}")
     return ProjectPublic.model_validate(project)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Identity
@@ -13,6 +16,32 @@ from backend.users.models import User
 from backend.users.schemas import UserUpdate
 from config.database import dialect_name, utcnow
 from config.ids import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as most routes need it: the user's id and standing, not the whole row."""
+
+    id: str
+    plan: str
+    role: str
+    deleted: bool
+
+    @classmethod
+    def of(cls, user: User) -> Caller:
+        return cls(user.id, user.plan, user.role, user.deleted_at is not None)
+
+
+_users: Table = User.__table__  # type: ignore[assignment]
+_CALLER = select(_users.c.id, _users.c.plan, _users.c.role, _users.c.deleted_at).where(
+    _users.c.clerk_id == bindparam("clerk_id")
+)
+
+
+def find_caller(conn: Connection, clerk_id: str) -> Caller | None:
+    """A read unit: the caller with this Clerk id, read fresh (a deletion counts at once)."""
+    row = conn.execute(_CALLER, {"clerk_id": clerk_id}).first()
+    return None if row is None else Caller(row.id, row.plan, row.role, row.deleted_at is not None)
 
 
 async def get_by_clerk_id(session: AsyncSession, clerk_id: str) -> User | None:

@@ -27,6 +27,8 @@ async def test_create_read_update_delete(client: httpx.AsyncClient, users: Users
     assert project["status"] == "active"
     assert project["settings"] == {"is_public": False, "allow_comments": True}
     assert str(project["id"]).startswith("prj_")
+    assert str(project["created_at"]).endswith("Z")
+    assert project["updated_at"] == project["created_at"]
     url = f"/v1/projects/{project['id']}"
     assert (await client.get(url, headers=me)).json() == project
 
@@ -57,6 +59,23 @@ async def test_another_user_never_sees_my_project(client: httpx.AsyncClient, use
     search = await client.get("/v1/projects/search", params={"q": "zephyrine"}, headers=stranger)
     assert search.json() == {"items": []}
     assert (await client.get(url, headers=owner)).json()["name"] == "Zephyrine secret"
+
+
+async def test_a_deleted_account_is_refused_at_once(
+    client: httpx.AsyncClient, users: Users
+) -> None:
+    me = users.headers()
+    project = await create(client, me, name="Left behind", description="behind")
+    assert (await client.get("/v1/projects", headers=me)).status_code == 200
+    assert (await client.delete("/v1/me", headers=me)).status_code == 204
+    for response in (
+        await client.get("/v1/projects", headers=me),
+        await client.get(f"/v1/projects/{project['id']}", headers=me),
+        await client.get("/v1/projects/search", params={"q": "behind"}, headers=me),
+        await client.post("/v1/projects", headers=me, json={"name": "After"}),
+    ):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
 
 
 @pytest.mark.parametrize(
