@@ -16,12 +16,13 @@ from decimal import Decimal
 from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 from pydantic import JsonValue
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from config.database import utcnow
+from config.database import dialect_name, utcnow
 from config.ids import new_id
 from threads.models import (
     ACTIVE_RUN_STATUSES,
@@ -185,17 +186,53 @@ async def get_or_create_thread(
 ) -> Thread | None:
     """The user's thread with this id, created when no thread has it; `None` if another user's.
 
-    A concurrent creation of the same id loses on the primary key inside a savepoint and then
-    reads the winner's row, so the caller's transaction survives the race.
+    A concurrent creation of the same id inserts nothing (`ON CONFLICT DO NOTHING`), and this
+    then reads the winner's row, so the caller's transaction survives the race.
+    `created_in(session, thread_id)` tells afterwards whether this session created it.
     """
     thread = await session.get(Thread, thread_id)
     if thread is None:
-        try:
-            async with session.begin_nested():
-                thread = await create_thread(session, user_id, data, thread_id=thread_id)
-        except IntegrityError:
+        thread = await _insert_thread(session, thread_id, user_id, data or ThreadCreate())
+        if thread is None:
             thread = await session.get(Thread, thread_id)
     return thread if thread is not None and thread.user_id == user_id else None
+
+
+async def _insert_thread(
+    session: AsyncSession, thread_id: str, user_id: str, data: ThreadCreate
+) -> Thread | None:
+    if re.fullmatch(THREAD_ID_PATTERN, thread_id) is None:
+        raise ValueError(f"thread id must match {THREAD_ID_PATTERN}")
+    insert_ = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    now = utcnow()
+    statement = (
+        insert_(Thread)
+        .values(
+            id=thread_id,
+            user_id=user_id,
+            title=data.title,
+            agent=data.agent,
+            status=ThreadStatus.active,
+            meta=dict(data.metadata),
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Thread)
+    )
+    thread = await session.scalar(statement)
+    if thread is not None:
+        session.info.setdefault(_CREATED_THREADS, set()).add(thread_id)
+    return thread
+
+
+_CREATED_THREADS = "threads_created"
+
+
+def created_in(session: AsyncSession, thread_id: str) -> bool:
+    """Whether `get_or_create_thread` created this thread in this session's transaction: such a
+    thread has no messages and no runs yet, so a caller can skip looking for them."""
+    return thread_id in session.info.get(_CREATED_THREADS, ())
 
 
 async def list_threads(
@@ -269,6 +306,20 @@ async def touch_thread(session: AsyncSession, thread_id: str) -> datetime:
     return now
 
 
+async def lock_thread(session: AsyncSession, thread_id: str) -> None:
+    """Serialise this transaction with the thread's other writers until it ends, without
+    changing the row: a door checking for an active run before creating one, or a run ending.
+
+    PostgreSQL takes the row lock (`SELECT ... FOR UPDATE`). SQLite needs no statement: it has one
+    writer at a time, and a transaction that read before another writer committed cannot write.
+    """
+    if dialect_name(session) == "postgresql":
+        await session.execute(_LOCK_THREAD, {"thread_id": thread_id})
+
+
+_LOCK_THREAD = select(Thread.id).where(Thread.id == bindparam("thread_id")).with_for_update()
+
+
 # --- Messages --------------------------------------------------------------------------------
 
 
@@ -281,26 +332,42 @@ async def append_message(
     run_id: str | None = None,
     metadata: Mapping[str, JsonValue] | None = None,
     message_id: str | None = None,
+    touch: bool = True,
 ) -> Message:
     """Save a message as the thread's next one (`seq` = last + 1) and bump the thread.
 
     `message_id` lets a run announce its assistant message id in the stream's `start` chunk before
     the message is saved; `metadata` holds the UIMessage metadata beyond `created_at`/`run_id`.
+    `touch=False` leaves the thread's `updated_at` alone, for a caller that bumps it once for
+    several writes (the number is still the next one: the INSERT computes it).
     """
-    now = await touch_thread(session, thread_id)
-    message = Message(
-        id=message_id or new_id("msg"),
-        thread_id=thread_id,
-        run_id=run_id,
-        role=role,
-        seq=await _next_seq(session, Message.seq, Message.thread_id == thread_id),
-        parts=dump_parts(parts),
-        meta=dict(metadata or {}),
-        created_at=now,
+    now = await touch_thread(session, thread_id) if touch else utcnow()
+    values = {
+        "id": message_id or new_id("msg"),
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "role": role,
+        "parts": dump_parts(parts),
+        "meta": dict(metadata or {}),
+        "created_at": now,
+        "seq_thread_id": thread_id,
+    }
+    seq = await session.scalar(_INSERT_MESSAGE, values)
+    assert seq is not None
+    del values["seq_thread_id"]
+    return Message(seq=seq, **values)
+
+
+_INSERT_MESSAGE = (
+    insert(Message)
+    .values(
+        seq=select(func.coalesce(func.max(Message.seq), 0) + 1)
+        .where(Message.thread_id == bindparam("seq_thread_id"))
+        .scalar_subquery()
     )
-    session.add(message)
-    await session.flush()
-    return message
+    .returning(Message.seq)
+)
+"""One statement numbers and inserts a message, through the (thread_id, seq) index."""
 
 
 async def get_message(session: AsyncSession, thread_id: str, message_id: str) -> Message | None:
@@ -354,21 +421,27 @@ async def create_run(
     model: str,
     request: Mapping[str, JsonValue] | None = None,
     assistant_message_id: str | None = None,
+    running: bool = False,
 ) -> Run:
-    """A queued run; `request` records what started it (e.g. the user message id)."""
+    """A queued run; `request` records what started it (e.g. the user message id).
+
+    `running=True` creates it already started, for a caller that executes it as soon as this
+    transaction commits (so starting it costs no transaction of its own)."""
+    now = utcnow()
     run = Run(
         id=new_id("run"),
         thread_id=thread_id,
         user_id=user_id,
         agent=agent,
         model=model,
-        status=RunStatus.queued,
+        status=RunStatus.running if running else RunStatus.queued,
         request=dict(request or {}),
         assistant_message_id=assistant_message_id,
         prompt_tokens=0,
         completion_tokens=0,
         usage={},
-        created_at=utcnow(),
+        created_at=now,
+        started_at=now if running else None,
     )
     session.add(run)
     await session.flush()
@@ -453,23 +526,31 @@ async def mark_run_finished(
 ) -> Run | None:
     """End a run once; `None` if it had already ended (a finished run is never changed).
 
-    Without `usage`, the totals are summed from the run's recorded LLM calls.
+    Without `usage`, the totals are summed from the run's recorded LLM calls. One conditional
+    UPDATE both checks and ends the run (on PostgreSQL it waits for the row's lock).
     """
     if status not in FINISHED_RUN_STATUSES:
         raise ValueError(f"{status} is not a final run status")
-    run = await _lock_run(session, run_id, ACTIVE_RUN_STATUSES)
-    if run is None:
-        return None
     totals = usage if usage is not None else await sum_llm_calls(session, run_id)
-    run.status = status
-    run.finish_reason = finish_reason
-    run.error = dict(error) if error is not None else None
-    run.prompt_tokens = totals.prompt_tokens
-    run.completion_tokens = totals.completion_tokens
-    run.cost_usd = totals.cost_usd
-    run.usage = dict(totals.extra)
-    run.finished_at = utcnow()
-    await session.flush()
+    statement = (
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+        .values(
+            status=status,
+            finish_reason=finish_reason,
+            error=dict(error) if error is not None else None,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+            cost_usd=totals.cost_usd,
+            usage=dict(totals.extra),
+            finished_at=utcnow(),
+        )
+        .returning(Run)
+        .execution_options(populate_existing=True)
+    )
+    run = await session.scalar(statement)
+    if run is None and await session.get(Run, run_id) is None:
+        raise RunNotFound(run_id)
     return run
 
 
@@ -477,22 +558,27 @@ async def mark_run_finished(
 
 
 async def append_run_events(
-    session: AsyncSession, run_id: str, chunks: Sequence[Mapping[str, JsonValue]]
+    session: AsyncSession,
+    run_id: str,
+    chunks: Sequence[Mapping[str, JsonValue]],
+    *,
+    first_seq: int | None = None,
 ) -> list[RunEvent]:
-    """Append chunks to the run's log, numbered on from the last one.
+    """Append chunks to the run's log, numbered on from the last one (or from `first_seq`, for
+    a writer that knows how many it has written: no read).
 
     A run has one writer (its executor), so reading the last number is enough; the primary key
     (run_id, seq) turns any second writer into an error instead of a silent interleaving.
     """
-    first = await _next_seq(session, RunEvent.seq, RunEvent.run_id == run_id)
+    first = first_seq or await _next_seq(session, RunEvent.seq, RunEvent.run_id == run_id)
     now = utcnow()
-    events = [
-        RunEvent(run_id=run_id, seq=first + offset, chunk=dict(chunk), created_at=now)
+    rows = [
+        {"run_id": run_id, "seq": first + offset, "chunk": dict(chunk), "created_at": now}
         for offset, chunk in enumerate(chunks)
     ]
-    session.add_all(events)
-    await session.flush()
-    return events
+    if rows:
+        await session.execute(insert(RunEvent), rows)
+    return [RunEvent(**row) for row in rows]
 
 
 async def append_run_event(
@@ -541,25 +627,24 @@ async def record_llm_call(
     generation_id: str | None = None,
 ) -> LLMCall:
     """Meter one provider call of `run`; `model` is the one that answered (maybe a fallback)."""
-    call = LLMCall(
-        id=new_id("llm"),
-        run_id=run.id,
-        user_id=run.user_id,
-        thread_id=run.thread_id,
-        agent=run.agent,
-        model=model,
-        generation_id=generation_id,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cached_tokens=cached_tokens,
-        reasoning_tokens=reasoning_tokens,
-        cost_usd=_to_decimal(cost_usd),
-        latency_ms=latency_ms,
-        created_at=utcnow(),
-    )
-    session.add(call)
-    await session.flush()
-    return call
+    values = {
+        "id": new_id("llm"),
+        "run_id": run.id,
+        "user_id": run.user_id,
+        "thread_id": run.thread_id,
+        "agent": run.agent,
+        "model": model,
+        "generation_id": generation_id,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cached_tokens": cached_tokens,
+        "reasoning_tokens": reasoning_tokens,
+        "cost_usd": _to_decimal(cost_usd),
+        "latency_ms": latency_ms,
+        "created_at": utcnow(),
+    }
+    await session.execute(insert(LLMCall), values)
+    return LLMCall(**values)
 
 
 async def list_llm_calls(session: AsyncSession, run_id: str) -> list[LLMCall]:

@@ -1,6 +1,11 @@
 """The credits ledger: every balance change is one ledger row with a unique idempotency key, in
 the same transaction as the balance. Balances never go below zero: debits are conditional
-updates, and a run holds a reservation before it calls a model."""
+updates, and a run holds a reservation before it calls a model.
+
+A chat turn passes through here twice (reserve at the door; settle and release when the run
+ends), so those paths use few statements: ledger keys the chat path makes are unique by
+construction and are not looked up first, and the monthly grant is checked once per user and
+month in a process rather than on every reservation."""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +24,7 @@ from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEv
 from backend.billing.plans import plan_for
 from backend.errors import AppError
 from backend.users.models import User
-from config.database import dialect_name, utcnow
+from config.database import Base, after_commit, dialect_name, utcnow
 from config.ids import new_id
 from config.settings import Settings
 from threads.models import LLMCall, Run
@@ -56,6 +61,27 @@ async def change_balance(
     when this key was already applied (a repeated delivery)."""
     if await session.scalar(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key)):
         return None
+    entry = await _post(
+        session, user_id, delta, reason=reason, key=key, run_id=run_id, metadata=metadata
+    )
+    if entry is None:
+        raise await _insufficient(session, user_id, -delta)
+    return entry
+
+
+async def _post(
+    session: AsyncSession,
+    user_id: str,
+    delta: int,
+    *,
+    reason: str,
+    key: str,
+    run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> LedgerEntry | None:
+    """Move the balance by `delta` and write its ledger row, without looking the key up first:
+    for keys unique by construction (a new run's id, a released flag already claimed). The key's
+    unique index still refuses a second application. `None`: a debit the balance cannot cover."""
     statement = (
         update(User)
         .where(User.id == user_id)
@@ -66,13 +92,7 @@ async def change_balance(
         statement = statement.where(User.credits >= -delta)
     after = await session.scalar(statement)
     if after is None:
-        available = await balance(session, user_id)
-        raise AppError(
-            "INSUFFICIENT_CREDITS",
-            "Not enough credits",
-            402,
-            {"required": -delta, "available": available},
-        )
+        return None
     entry = LedgerEntry(
         id=new_id("led"),
         user_id=user_id,
@@ -84,46 +104,109 @@ async def change_balance(
         meta=metadata or {},
         created_at=utcnow(),
     )
-    session.add(entry)
-    await session.flush()
+    await session.execute(insert(LedgerEntry), _values(entry))
     return entry
+
+
+async def _insufficient(session: AsyncSession, user_id: str, required: int) -> AppError:
+    available = await balance(session, user_id)
+    return AppError(
+        "INSUFFICIENT_CREDITS",
+        "Not enough credits",
+        402,
+        {"required": required, "available": available},
+    )
+
+
+GRANTS_REMEMBERED = 100_000
+"""Users whose grant for the current month this process remembers (then it starts over)."""
+_granted: dict[str, str] = {}
+"""user id -> the key of the last monthly grant known to be committed, to skip the lookup."""
+
+
+def _grant_key(user: User, when: datetime | None) -> tuple[str, str]:
+    period = (when or datetime.now(UTC)).strftime("%Y-%m")
+    return f"monthly:{user.id}:{period}:{user.plan}", period
+
+
+def _remember_grant(user_id: str, key: str) -> None:
+    if len(_granted) >= GRANTS_REMEMBERED:
+        _granted.clear()
+    _granted[user_id] = key
 
 
 async def grant_monthly(session: AsyncSession, user: User, when: datetime | None = None) -> bool:
     """The plan's monthly credits, once per user, plan and calendar month (UTC); keyed by plan
     too, so an upgrade in the middle of a month still receives the new plan's grant."""
-    period = (when or datetime.now(UTC)).strftime("%Y-%m")
-    amount = plan_for(user.plan).monthly_credits
+    key, period = _grant_key(user, when)
     entry = await change_balance(
         session,
         user.id,
-        amount,
+        plan_for(user.plan).monthly_credits,
         reason="grant",
-        key=f"monthly:{user.id}:{period}:{user.plan}",
+        key=key,
         metadata={"plan": user.plan, "period": period},
     )
+    after_commit(session, lambda: _remember_grant(user.id, key))
     return entry is not None
 
 
 async def reserve(session: AsyncSession, user: User, run_id: str) -> int:
-    """Hold the plan's reservation for `run_id`, or refuse with 402 before any model call."""
-    await grant_monthly(session, user)
+    """Hold the plan's reservation for `run_id`, or refuse with 402 before any model call.
+
+    This month's grant comes first (looked up only when this process has not seen it
+    committed yet: a user's first chat of the month, or of the process)."""
+    if _granted.get(user.id) != _grant_key(user, None)[0]:
+        await grant_monthly(session, user)
     amount = plan_for(user.plan).run_reservation
-    await change_balance(
+    entry = await _post(
         session, user.id, -amount, reason="reservation", key=f"reserve:{run_id}", run_id=run_id
     )
-    session.add(
-        Reservation(
-            run_id=run_id,
-            user_id=user.id,
-            reserved=amount,
-            used=0,
-            released=False,
-            created_at=utcnow(),
-        )
+    if entry is None:
+        raise await _insufficient(session, user.id, amount)
+    reservation = Reservation(
+        run_id=run_id, user_id=user.id, reserved=amount, used=0, released=False, created_at=utcnow()
     )
-    await session.flush()
+    await session.execute(insert(Reservation), _values(reservation))
     return amount
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A run's reservation, read under its row lock and written back once."""
+
+    user_id: str
+    reserved: int
+    used: int
+    released: bool
+
+    @property
+    def held(self) -> int:
+        return 0 if self.released else self.reserved - self.used
+
+
+_RESERVATIONS = cast(Table, Reservation.__table__)
+_LOCK_HOLD = (
+    select(_RESERVATIONS.c.user_id, _RESERVATIONS.c.reserved, _RESERVATIONS.c.used)
+    .add_columns(_RESERVATIONS.c.released)
+    .where(_RESERVATIONS.c.run_id == bindparam("run_id"))
+    .with_for_update()
+)
+_SAVE_HOLD = (
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.run_id == bindparam("hold_run_id"))
+    .values(used=bindparam("used"), released=bindparam("released"))
+)
+
+
+async def _lock_hold(session: AsyncSession, run_id: str) -> _Hold | None:
+    row = (await session.execute(_LOCK_HOLD, {"run_id": run_id})).first()
+    return None if row is None else _Hold(row.user_id, row.reserved, row.used, row.released)
+
+
+async def _save_hold(session: AsyncSession, run_id: str, hold: _Hold) -> None:
+    params = {"hold_run_id": run_id, "used": hold.used, "released": hold.released}
+    await session.execute(_SAVE_HOLD, params)
 
 
 async def settle_call(
@@ -135,14 +218,71 @@ async def settle_call(
 ) -> UsageEvent:
     """Meter one LLM call: a usage event, the daily rollup, and the credits taken from the run's
     reservation (beyond it, from the balance, never below zero)."""
-    cost, priced_by = _cost(call, prices if prices is not None else price_table(settings))
+    (event,) = await settle_calls(session, run, [call], settings, prices=prices)
+    return event
+
+
+async def settle_calls(
+    session: AsyncSession,
+    run: Run,
+    calls: list[LLMCall],
+    settings: Settings,
+    *,
+    prices: dict[str, Price] | None = None,
+    release: bool = False,
+) -> list[UsageEvent]:
+    """`settle_call` for each call, and with `release` the release of what the reservation
+    still holds, all under one read of the reservation: a run's end in few statements."""
+    table = prices if prices is not None else price_table(settings)
+    hold = await _lock_hold(session, run.id)
+    before = (hold.used, hold.released) if hold is not None else None
+    events: list[UsageEvent] = []
+    for call in calls:
+        event = _usage_event(run, call, hold, table, settings)
+        await _take(session, run, hold, event.credits, key=f"usage:{call.id}")
+        events.append(event)
+    if events:
+        await session.execute(insert(UsageEvent), [_values(event) for event in events])
+        for event in events:
+            await _roll_up(session, event)
+    if hold is not None:
+        if release:
+            await _release(session, run.id, hold)
+        if (hold.used, hold.released) != before:
+            await _save_hold(session, run.id, hold)
+    return events
+
+
+async def release(session: AsyncSession, run_id: str) -> int:
+    """Return what the run did not use; once, also after a failure or a stop."""
+    hold = await _lock_hold(session, run_id)
+    if hold is None or hold.released:
+        return 0
+    unused = await _release(session, run_id, hold)
+    await _save_hold(session, run_id, hold)
+    return unused
+
+
+async def _release(session: AsyncSession, run_id: str, hold: _Hold) -> int:
+    if hold.released:
+        return 0
+    unused = hold.held
+    hold.released = True
+    if unused > 0:
+        key = f"release:{run_id}"
+        await _post(session, hold.user_id, unused, reason="release", key=key, run_id=run_id)
+    return unused
+
+
+def _usage_event(
+    run: Run, call: LLMCall, hold: _Hold | None, prices: dict[str, Price], settings: Settings
+) -> UsageEvent:
+    cost, priced_by = _cost(call, prices)
     credits = credits_for(cost, settings.credits_per_usd) if cost is not None else None
-    reservation = await session.get(Reservation, run.id, with_for_update=True)
     if credits is None:  # no price known: charge what the run still holds, never nothing
-        credits = reservation.reserved - reservation.used if reservation else 0
+        credits = hold.reserved - hold.used if hold else 0
         cost, priced_by = Decimal(credits) / settings.credits_per_usd, "reservation"
-    await _take(session, run, reservation, credits, key=f"usage:{call.id}")
-    event = UsageEvent(
+    return UsageEvent(
         id=new_id("evt"),
         llm_call_id=call.id,
         user_id=run.user_id,
@@ -160,55 +300,34 @@ async def settle_call(
         priced_by=priced_by,
         created_at=call.created_at,
     )
-    session.add(event)
-    await session.flush()
-    await _roll_up(session, event)
-    return event
-
-
-async def release(session: AsyncSession, run_id: str) -> int:
-    """Return what the run did not use; once, also after a failure or a stop."""
-    reservation = await session.get(Reservation, run_id, with_for_update=True)
-    if reservation is None or reservation.released:
-        return 0
-    reservation.released = True
-    unused = reservation.reserved - reservation.used
-    if unused > 0:
-        await change_balance(
-            session,
-            reservation.user_id,
-            unused,
-            reason="release",
-            key=f"release:{run_id}",
-            run_id=run_id,
-        )
-    await session.flush()
-    return unused
 
 
 async def _take(
-    session: AsyncSession, run: Run, reservation: Reservation | None, credits: int, *, key: str
+    session: AsyncSession, run: Run, hold: _Hold | None, credits: int, *, key: str
 ) -> None:
-    held = (
-        reservation.reserved - reservation.used if reservation and not reservation.released else 0
-    )
+    held = hold.held if hold is not None else 0
     from_reservation = min(credits, held)
-    if reservation is not None:
-        reservation.used += from_reservation
+    if hold is not None:
+        hold.used += from_reservation
     extra = credits - from_reservation
     if extra <= 0:
         return
     payable = min(extra, await balance(session, run.user_id))
     if payable > 0:
-        await change_balance(
+        await _post(
             session,
             run.user_id,
             -payable,
             reason="usage",
-            key=f"usage:{run.id}:{new_id('led')}",
+            key=key,
             run_id=run.id,
             metadata={"beyond_reservation": extra, "unpaid": extra - payable},
         )
+
+
+def _values(row: Base) -> dict[str, Any]:
+    """A new ORM object's column values, for a Core INSERT (no unit of work for one row)."""
+    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
 
 
 def price_table(settings: Settings) -> dict[str, Price]:
@@ -229,9 +348,27 @@ def _cost(call: LLMCall, prices: dict[str, Price]) -> tuple[Decimal | None, str]
     return cost, "price_table"
 
 
+_ROLLUP_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "credits")
+_rollups: dict[str, Any] = {}
+
+
+def _rollup_statement(dialect: str) -> Any:
+    """`INSERT ... ON CONFLICT DO UPDATE` adding to the day's row, built once per dialect."""
+    statement = _rollups.get(dialect)
+    if statement is None:
+        table = cast(Table, UsageDaily.__table__)
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        keys = ("user_id", "day", "model", "agent", *_ROLLUP_SUMS)
+        base = insert_(table).values({key: bindparam(key) for key in keys})
+        statement = _rollups[dialect] = base.on_conflict_do_update(
+            index_elements=["user_id", "day", "model", "agent"],
+            set_={name: table.c[name] + base.excluded[name] for name in _ROLLUP_SUMS},
+        )
+    return statement
+
+
 async def _roll_up(session: AsyncSession, event: UsageEvent) -> None:
     day: date = event.created_at.astimezone(UTC).date()
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
     values = {
         "user_id": event.user_id,
         "day": day,
@@ -243,13 +380,4 @@ async def _roll_up(session: AsyncSession, event: UsageEvent) -> None:
         "cost_usd": event.cost_usd,
         "credits": event.credits,
     }
-    statement = insert(UsageDaily).values(**values)
-    table = UsageDaily.__table__
-    statement = statement.on_conflict_do_update(
-        index_elements=["user_id", "day", "model", "agent"],
-        set_={
-            name: table.c[name] + statement.excluded[name]
-            for name in ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "credits")
-        },
-    )
-    await session.execute(statement)
+    await session.execute(_rollup_statement(dialect_name(session)), values)

@@ -297,11 +297,11 @@ async def start_run(
 ) -> str:
     """Every door's start: the turn's run in the request's transaction, launched once it
     commits; returns the run id to follow."""
-    run, start_now = await service.start_turn(session, user, thread, agent, turn, runs.active_run)
-    runs.open(run)
-    if start_now:
-        after_commit(session, lambda: runs.launch(run))
-    return run.id
+    started = await service.start_turn(session, user, thread, agent, turn, runs.active_run)
+    runs.open(started.run)
+    if started.start_now:
+        after_commit(session, lambda: runs.launch(started.run, started.history))
+    return started.run.id
 
 
 async def _reply(runs: RunManager, db: Database, run_id: str) -> Response:

@@ -3,6 +3,12 @@
 A run's chunks go to an in-memory log that any number of readers follow (the request that started
 it, a resumed stream, the JSON door), and to the database at each step's end. A client that
 disconnects only stops reading; the run finishes and is saved.
+
+A one-step turn costs one write transaction after the door's: the door creates the run running and
+hands it its history, and `_finish` saves the LLM call with its credits, the events, the assistant
+message, the release and the final status together. A step that calls tools has its call billed
+before the tools run and its events saved at its end, so another process can resume the stream and
+a crash leaves every step either wholly saved or not at all.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from decimal import Decimal
@@ -29,25 +35,24 @@ from agent_core.events import (
     RunFinished,
     RunPaused,
     StepFinished,
+    ToolInputAvailable,
 )
 from agent_core.llm.base import LLM
 from agent_core.loop import Decision, run_agent, run_decided_calls
 from backend.billing import service as billing
 from backend.chat import titles
-from backend.chat.service import SUPERSEDED, end_paused_run
+from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
 from config.database import Database, after_commit, utcnow
 from config.settings import Settings
 from threads import store
-from threads.models import Message, Role, Run, RunEvent, RunStatus
+from threads.models import LLMCall, Message, Role, Run, RunEvent, RunStatus
 from threads.schemas import TextPart, validate_parts
-from threads.store import RunError
+from threads.store import RunError, RunUsage
 from tools import ToolCall, ToolContext
 
 log = logging.getLogger("turbokit.runs")
 
-HISTORY_MESSAGES = 200
-"""Messages loaded before fitting the token budget; older ones are summarised away by omission."""
 POLL_SECONDS = 0.25
 """How often a reader polls the database for a run executing in another process."""
 
@@ -73,6 +78,11 @@ class RunLog:
         self.finished = True
         self._notify()
 
+    @property
+    def next_seq(self) -> int:
+        """The number of the first chunk not yet persisted (its run event's `seq`)."""
+        return self.base + self.persisted + 1
+
     async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, Chunk]]:
         position = max(after, self.base)
         while True:
@@ -95,12 +105,20 @@ class _Usage:
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     credits: int = 0
+    calls: int = 0
+    priced_calls: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add(self, event: ModelCalled, credits_per_usd: int) -> None:
+        self.calls += 1
         self.prompt_tokens += event.usage.prompt_tokens
         self.completion_tokens += event.usage.completion_tokens
+        self.cached_tokens += event.usage.cached_tokens
+        self.reasoning_tokens += event.usage.reasoning_tokens
         if event.usage.cost_usd is not None:
             cost = Decimal(str(event.usage.cost_usd))
+            self.priced_calls += 1
             self.cost_usd += cost
             self.credits += math.ceil(cost * credits_per_usd)
 
@@ -120,6 +138,19 @@ class _Usage:
             "credits": self.credits,
         }
 
+    def totals(self) -> RunUsage:
+        """The run row's totals, as `store.sum_llm_calls` would sum this executor's calls."""
+        return RunUsage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost_usd if self.priced_calls else None,
+            extra={
+                "llm_calls": self.calls,
+                "cached_tokens": self.cached_tokens,
+                "reasoning_tokens": self.reasoning_tokens,
+            },
+        )
+
 
 @dataclass
 class _Outcome:
@@ -129,6 +160,8 @@ class _Outcome:
     usage: _Usage = field(default_factory=_Usage)
     resumed: bool = False
     """The run went on after approvals: its message was saved when it paused."""
+    unrecorded: list[ModelCalled] = field(default_factory=list)
+    """Calls not yet billed: `_record_call` bills them before tools run, else `_finish` does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +223,11 @@ class RunManager:
             self._stops[run.id] = asyncio.Event()
         return run_log
 
-    def launch(self, run: Run) -> RunLog:
-        """Start executing a committed run (status queued) in the background."""
+    def launch(self, run: Run, history: Sequence[Message] | None = None) -> RunLog:
+        """Start executing a committed run in the background: a queued one, or one its door
+        created running, with the `history` it answers (read from the database when None)."""
         run_log = self.open(run)
-        task = asyncio.create_task(self._execute(run.id, run_log), name=f"run {run.id}")
+        task = asyncio.create_task(self._execute(run, run_log, history), name=f"run {run.id}")
         self._tasks[run.id] = task
         task.add_done_callback(lambda done: self._forget(run.id, done))
         return run_log
@@ -265,12 +299,15 @@ class RunManager:
         if self._logs.get(run_log.run_id) is run_log:  # not a newer part of a resumed run
             del self._logs[run_log.run_id]
 
-    async def _execute(self, run_id: str, run_log: RunLog) -> None:
+    async def _execute(
+        self, launched: Run, run_log: RunLog, history: Sequence[Message] | None
+    ) -> None:
         outcome = _Outcome()
         builder = MessageBuilder()
         run: Run | None = None
+        following: Run | None = None
         try:
-            began = await self._begin(run_id)
+            began = await self._begin(launched)
             if began is None:
                 return
             run, paused = began
@@ -278,12 +315,14 @@ class RunManager:
                 builder = MessageBuilder(paused.parts)
                 outcome.resumed = True
                 outcome.usage.add_public(paused.meta.get("usage"))
-            async for event in self._events(run, builder):
+            async for event in self._events(run, builder, history):
                 self._apply(event, run, outcome, builder, run_log)
                 if isinstance(event, ModelCalled):
-                    await self._record_call(run, event)
-                elif isinstance(event, StepFinished):
-                    await self._persist_events(run_log)
+                    outcome.unrecorded.append(event)
+                elif isinstance(event, ToolInputAvailable) and outcome.unrecorded:
+                    await self._record_call(run, outcome)  # billed before any tool runs
+                elif isinstance(event, StepFinished) and not outcome.unrecorded:
+                    await self._persist_events(run_log)  # a tool step; a last step waits
         except asyncio.CancelledError:
             outcome.status = RunStatus.failed
             outcome.error = RunError(
@@ -291,16 +330,17 @@ class RunManager:
             )
             raise
         except Exception:
-            log.exception("run %s failed", run_id)
+            log.exception("run %s failed", launched.id)
             outcome.status = RunStatus.failed
             outcome.error = RunError(code="INTERNAL", message="The run failed unexpectedly")
             run_log.append({"type": "error", "errorText": outcome.error["message"]})
         finally:
-            if run is not None:
-                await asyncio.shield(self._finish(run, outcome, builder, run_log))
-            run_log.close()
-            if run is not None:
-                await self._launch_next(run.thread_id)
+            try:
+                if run is not None:
+                    following = await asyncio.shield(self._finish(run, outcome, builder, run_log))
+            finally:
+                run_log.close()
+            await self._launch_next(following)
         if run is not None and outcome.status is RunStatus.completed:
             await self._title(run, builder)
 
@@ -317,10 +357,13 @@ class RunManager:
         except Exception:
             log.exception("thread %s: writing its title failed", run.thread_id)
 
-    async def _begin(self, run_id: str) -> tuple[Run, Message | None] | None:
-        """Mark the run running; with the message it saved when it paused, if it did."""
+    async def _begin(self, launched: Run) -> tuple[Run, Message | None] | None:
+        """The run, running (as its door created it, or marked so now if it was queued; `None`
+        when it no longer may start), with the message it saved when it paused, if it did."""
+        if launched.status is RunStatus.running:
+            return launched, None
         async with self.db.write() as session:
-            run = await store.mark_run_running(session, run_id)
+            run = await store.mark_run_running(session, launched.id)
             if run is None:
                 return None
             text = run.request.get("queued_text")
@@ -331,7 +374,9 @@ class RunManager:
                 paused = await store.get_message(session, run.thread_id, run.assistant_message_id)
         return run, paused
 
-    async def _events(self, run: Run, builder: MessageBuilder) -> AsyncIterator[AgentEvent]:
+    async def _events(
+        self, run: Run, builder: MessageBuilder, rows: Sequence[Message] | None
+    ) -> AsyncIterator[AgentEvent]:
         agent = self.agents[run.agent]
         if self.llm is None:
             yield RunFailed("LLM_NOT_CONFIGURED", "No LLM is configured")
@@ -343,8 +388,9 @@ class RunManager:
             settings=self.settings,
             db=self.db,
         )
-        async with self.db.read() as session:
-            rows = await store.get_last_messages(session, run.thread_id, HISTORY_MESSAGES)
+        if rows is None:
+            async with self.db.read() as session:
+                rows = await store.get_last_messages(session, run.thread_id, HISTORY_MESSAGES)
         async for event in run_decided_calls(agent, decisions(builder.parts), ctx):
             yield event  # the decisions reach `builder` before the history is read from it
         history = to_chat_messages(
@@ -397,75 +443,102 @@ class RunManager:
     def _metadata(self, run: Run, outcome: _Outcome) -> dict[str, Any]:
         return {"run_id": run.id, "model": run.model, "usage": outcome.usage.public()}
 
-    async def _record_call(self, run: Run, event: ModelCalled) -> None:
-        """The call, its usage event and its credits, in one transaction."""
-        usage = event.usage
+    async def _record_call(self, run: Run, outcome: _Outcome) -> None:
+        """The calls not yet billed, their usage events and their credits, in one transaction."""
         async with self.db.write() as session:
-            call = await store.record_llm_call(
-                session,
-                run,
-                model=usage.model or run.model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                cost_usd=usage.cost_usd,
-                latency_ms=round(event.latency_ms),
-                generation_id=usage.generation_id,
-            )
-            await billing.settle_call(session, run, call, self.settings)
+            await self._write_calls(session, run, outcome)
+
+    async def _write_calls(
+        self, session: AsyncSession, run: Run, outcome: _Outcome, *, release: bool = False
+    ) -> None:
+        """Record and bill `outcome.unrecorded` in `session` (and with `release`, return the
+        rest of the reservation); they count as recorded once the session commits."""
+        calls = [await self._call_row(session, run, event) for event in outcome.unrecorded]
+        await billing.settle_calls(session, run, calls, self.settings, release=release)
+        if calls:
+            after_commit(session, outcome.unrecorded.clear)
             if self.on_usage is not None:
                 after_commit(session, self.on_usage)
+
+    async def _call_row(self, session: AsyncSession, run: Run, event: ModelCalled) -> LLMCall:
+        usage = event.usage
+        return await store.record_llm_call(
+            session,
+            run,
+            model=usage.model or run.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=usage.cost_usd,
+            latency_ms=round(event.latency_ms),
+            generation_id=usage.generation_id,
+        )
 
     async def _persist_events(self, run_log: RunLog) -> None:
         pending = run_log.chunks[run_log.persisted :]
         if not pending:
             return
         async with self.db.write() as session:
-            await store.append_run_events(session, run_log.run_id, pending)
+            await store.append_run_events(
+                session, run_log.run_id, pending, first_seq=run_log.next_seq
+            )
         run_log.persisted += len(pending)
 
     async def _finish(
         self, run: Run, outcome: _Outcome, builder: MessageBuilder, run_log: RunLog
-    ) -> None:
-        """Save the whole assistant message and the run's end in one transaction."""
+    ) -> Run | None:
+        """Save the run's end in one transaction: the calls not yet billed and their credits,
+        the rest of its events, the whole assistant message, the release of its reservation
+        (kept while it waits for approvals) and its status. Returns the thread's active run
+        after it: the next queued one, or this one if it paused."""
         pending = run_log.chunks[run_log.persisted :]
+        paused = outcome.status is RunStatus.awaiting_approval
         async with self.db.write() as session:
-            # Taking the thread's lock orders this against a door queueing the next run.
+            # The thread's lock (and its one touch this turn) orders this against a door
+            # queueing the next run.
             await store.touch_thread(session, run.thread_id)
+            await self._write_calls(session, run, outcome, release=not paused)
             if outcome.status is not RunStatus.failed and builder.parts:
-                metadata = {**self._metadata(run, outcome), "finish_reason": outcome.finish_reason}
-                parts = validate_parts(builder.parts)
-                if outcome.resumed and run.assistant_message_id:
-                    await store.replace_message(session, run.assistant_message_id, parts, metadata)
-                else:
-                    await store.append_message(
-                        session,
-                        run.thread_id,
-                        Role.assistant,
-                        parts,
-                        run_id=run.id,
-                        metadata=metadata,
-                        message_id=run.assistant_message_id,
-                    )
+                await self._save_message(session, run, outcome, builder)
             if pending:
-                await store.append_run_events(session, run.id, pending)
-            if outcome.status is RunStatus.awaiting_approval:
+                await store.append_run_events(session, run.id, pending, first_seq=run_log.next_seq)
+            if paused:
                 await store.mark_run_awaiting_approval(session, run.id)  # keeps its reservation
             else:
-                await billing.release(session, run.id)
                 await store.mark_run_finished(
                     session,
                     run.id,
                     outcome.status,
                     finish_reason=outcome.finish_reason,
                     error=outcome.error,
+                    # A run that went on after approvals made calls before this executor.
+                    usage=None if outcome.resumed else outcome.usage.totals(),
                 )
+            following = await store.get_active_run(session, run.thread_id)
         run_log.persisted += len(pending)
+        return following
 
-    async def _launch_next(self, thread_id: str) -> None:
-        async with self.db.read() as session:
-            queued = await store.get_active_run(session, thread_id)
+    async def _save_message(
+        self, session: AsyncSession, run: Run, outcome: _Outcome, builder: MessageBuilder
+    ) -> None:
+        metadata = {**self._metadata(run, outcome), "finish_reason": outcome.finish_reason}
+        parts = validate_parts(builder.parts)
+        if outcome.resumed and run.assistant_message_id:
+            await store.replace_message(session, run.assistant_message_id, parts, metadata)
+            return
+        await store.append_message(
+            session,
+            run.thread_id,
+            Role.assistant,
+            parts,
+            run_id=run.id,
+            metadata=metadata,
+            message_id=run.assistant_message_id,
+            touch=False,
+        )
+
+    async def _launch_next(self, queued: Run | None) -> None:
         if queued is not None and queued.status is RunStatus.awaiting_approval:
             queued = await self._supersede(queued)
         if (

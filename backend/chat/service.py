@@ -1,9 +1,13 @@
 """What every door does before a run starts: find the caller's thread, apply the concurrency
-policy, save the user message and create the run, all in one transaction."""
+policy, save the user message and create the run, all in one transaction.
+
+That transaction also does what the run would otherwise need transactions of its own for: it
+creates the run already `running` when it may start at once, and reads the history the model
+will see, so the run goes straight to the model once the door commits."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +74,19 @@ def turn_from_chat(request: ChatRequest) -> Turn:
 
 ActiveRun = Callable[[AsyncSession, str], Awaitable[Run | None]]
 
+HISTORY_MESSAGES = 200
+"""Messages loaded before fitting the token budget; older ones are summarised away by omission."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The run a door created, whether it may start now (else it queues), and when it may, the
+    messages it answers (oldest first), read in the door's transaction."""
+
+    run: Run
+    start_now: bool
+    history: Sequence[Message] | None
+
 
 async def start_turn(
     session: AsyncSession,
@@ -78,10 +95,13 @@ async def start_turn(
     agent: Agent,
     turn: Turn,
     active_run: ActiveRun,
-) -> tuple[Run, bool]:
-    """Create the run for this turn; returns it and whether it may start now (else it queues)."""
-    await store.touch_thread(session, thread.id)  # the thread's row lock: one door at a time
-    active = await active_run(session, thread.id)
+) -> Started:
+    """Create the run for this turn, `running` when it may start now, else `queued`."""
+    new_thread = store.created_in(session, thread.id)
+    active = None
+    if not new_thread:
+        await store.lock_thread(session, thread.id)  # one door at a time per thread
+        active = await active_run(session, thread.id)
     if active is not None and active.status is RunStatus.awaiting_approval:
         await end_paused_run(session, active, SUPERSEDED, RunStatus.completed)
         active = None
@@ -91,12 +111,15 @@ async def start_turn(
             "CONFLICT", "A run is already active on this thread", 409, {"run_id": active.id}
         )
     request: dict[str, str | int] = {}
+    message = None
     if turn.text is None:
         await _drop_last_answer(session, thread.id)
     elif active is not None:
         request["queued_text"] = turn.text  # saved when the run starts, after the active one
     else:
-        await store.append_message(session, thread.id, Role.user, [TextPart(text=turn.text)])
+        # The thread's `updated_at` moves when the run ends (its one touch per turn).
+        parts = [TextPart(text=turn.text)]
+        message = await store.append_message(session, thread.id, Role.user, parts, touch=False)
     plan = plan_for(user.plan)
     model = _model(agent, turn.model, plan)
     request["max_steps"] = min(agent.max_steps, plan.max_steps)
@@ -108,9 +131,15 @@ async def start_turn(
         model=model,
         request=request,
         assistant_message_id=new_id("msg"),
+        running=active is None,
     )
     await billing.reserve(session, user, run.id)
-    return run, active is None
+    if active is not None:
+        return Started(run, start_now=False, history=None)
+    if new_thread and message is not None:
+        return Started(run, start_now=True, history=[message])
+    history = await store.get_last_messages(session, thread.id, HISTORY_MESSAGES)
+    return Started(run, start_now=True, history=history)
 
 
 def _model(agent: Agent, requested: str | None, plan: Plan) -> str:

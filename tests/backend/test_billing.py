@@ -52,6 +52,23 @@ async def ledger_sum(app: FastAPI, user_id: str, after_key_prefix: str = "test:"
     return int(total or 0)
 
 
+async def ledger_replays_above_zero(app: FastAPI, user_id: str) -> bool:
+    """Replayed in order, the user's ledger reproduces every recorded balance, none below zero:
+    the balance was never overdrawn, even for a moment."""
+    async with app.state.db.read() as session:
+        entries = list(
+            await session.scalars(
+                select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
+            )
+        )
+    running = 0
+    for entry in entries:
+        running += entry.delta
+        assert (entry.reason, entry.balance_after) == (entry.reason, running)
+        assert running >= 0, entry.reason
+    return bool(entries)
+
+
 async def chat_once(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[int, Any]:
     thread_id = f"bill-{uuid.uuid4().hex[:12]}"
     async with http.stream(
@@ -75,7 +92,10 @@ async def test_fifty_chats_at_once_never_overdraw(
     ok = [body for status, body in results if status == 200]
     refused = [body for status, body in results if status == 402]
     assert len(ok) + len(refused) == 50
-    assert 1 <= len(ok) <= 10
+    # The balance covers ten reservations; a run that ends while later chats still wait at the
+    # door gives back what it did not use, so a few more may get through, never past zero.
+    assert len(ok) >= 10
+    assert await ledger_replays_above_zero(chat_app, user_id)
     for body in refused:
         assert '"INSUFFICIENT_CREDITS"' in body
         assert f'"required":{ENTERPRISE.run_reservation}' in body
