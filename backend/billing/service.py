@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent
 from backend.billing.plans import plan_for
@@ -28,6 +30,13 @@ from config.database import Base, after_commit, dialect_name, utcnow
 from config.ids import new_id
 from config.settings import Settings
 from threads.models import LLMCall, Run
+
+_USERS = cast(Table, User.__table__)
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_RESERVATIONS = cast(Table, Reservation.__table__)
+_USAGE_EVENTS = cast(Table, UsageEvent.__table__)
+"""A turn's billing writes through these with Core statements (most built once): no unit of
+work, no ORM statement built per call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +91,13 @@ async def _post(
     """Move the balance by `delta` and write its ledger row, without looking the key up first:
     for keys unique by construction (a new run's id, a released flag already claimed). The key's
     unique index still refuses a second application. `None`: a debit the balance cannot cover."""
-    statement = (
-        update(User)
-        .where(User.id == user_id)
-        .values(credits=User.credits + delta)
-        .returning(User.credits)
-    )
-    if delta < 0:
-        statement = statement.where(User.credits >= -delta)
-    after = await session.scalar(statement)
+    now = utcnow()
+    statement = _CREDIT if delta >= 0 else _DEBIT
+    params = {"b_user_id": user_id, "b_delta": delta, "b_now": now}
+    after = await session.scalar(statement, params)
     if after is None:
         return None
+    _sync_loaded_user(session, user_id, after, now)
     entry = LedgerEntry(
         id=new_id("led"),
         user_id=user_id,
@@ -102,10 +107,30 @@ async def _post(
         idempotency_key=key,
         run_id=run_id,
         meta=metadata or {},
-        created_at=utcnow(),
+        created_at=now,
     )
-    await session.execute(insert(LedgerEntry), _values(entry))
+    await session.execute(insert(_LEDGER), _row(entry))
     return entry
+
+
+_DELTA = bindparam("b_delta", type_=Integer)
+_CREDIT = (
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("b_user_id"))
+    .values(credits=_USERS.c.credits + _DELTA, updated_at=bindparam("b_now"))
+    .returning(_USERS.c.credits)
+)
+_DEBIT = _CREDIT.where(_USERS.c.credits >= -_DELTA)
+"""Conditional: no row when the balance cannot cover the debit (and it never goes below 0)."""
+
+
+def _sync_loaded_user(session: AsyncSession, user_id: str, credits: int, now: datetime) -> None:
+    """A User this session has loaded (the caller's, in a request) shows what the UPDATE wrote,
+    as an ORM update would have, without marking it changed."""
+    user = session.identity_map.get(identity_key(User, user_id))
+    if isinstance(user, User):
+        set_committed_value(user, "credits", credits)
+        set_committed_value(user, "updated_at", now)
 
 
 async def _insufficient(session: AsyncSession, user_id: str, required: int) -> AppError:
@@ -167,7 +192,7 @@ async def reserve(session: AsyncSession, user: User, run_id: str) -> int:
     reservation = Reservation(
         run_id=run_id, user_id=user.id, reserved=amount, used=0, released=False, created_at=utcnow()
     )
-    await session.execute(insert(Reservation), _values(reservation))
+    await session.execute(insert(_RESERVATIONS), _row(reservation))
     return amount
 
 
@@ -185,7 +210,6 @@ class _Hold:
         return 0 if self.released else self.reserved - self.used
 
 
-_RESERVATIONS = cast(Table, Reservation.__table__)
 _LOCK_HOLD = (
     select(_RESERVATIONS.c.user_id, _RESERVATIONS.c.reserved, _RESERVATIONS.c.used)
     .add_columns(_RESERVATIONS.c.released)
@@ -242,7 +266,7 @@ async def settle_calls(
         await _take(session, run, hold, event.credits, key=f"usage:{call.id}")
         events.append(event)
     if events:
-        await session.execute(insert(UsageEvent), [_values(event) for event in events])
+        await session.execute(insert(_USAGE_EVENTS), [_row(event) for event in events])
         for event in events:
             await _roll_up(session, event)
     if hold is not None:
@@ -325,9 +349,14 @@ async def _take(
         )
 
 
-def _values(row: Base) -> dict[str, Any]:
-    """A new ORM object's column values, for a Core INSERT (no unit of work for one row)."""
-    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
+def _row(obj: Base) -> dict[str, Any]:
+    """A new ORM object's values by column name, for a Core INSERT (no unit of work)."""
+    mapper = obj.__mapper__
+    return {
+        column.name: getattr(obj, attribute.key)
+        for attribute in mapper.column_attrs
+        for column in attribute.columns
+    }
 
 
 def price_table(settings: Settings) -> dict[str, Price]:

@@ -506,7 +506,7 @@ class RunManager:
             if paused:
                 await store.mark_run_awaiting_approval(session, run.id)  # keeps its reservation
             else:
-                await store.mark_run_finished(
+                await store.finish_run(
                     session,
                     run.id,
                     outcome.status,
