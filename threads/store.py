@@ -318,18 +318,30 @@ async def touch_thread(session: AsyncSession, thread_id: str) -> datetime:
     writers of one thread: appenders of messages, or a door checking for an active run before
     creating one. (SQLite already serialises all writers.)
     """
+    now, _title = await _touch(session, thread_id)
+    return now
+
+
+async def touch_thread_titled(session: AsyncSession, thread_id: str) -> bool:
+    """`touch_thread`, answering in the same statement whether the thread has a title."""
+    _now, title = await _touch(session, thread_id)
+    return title is not None
+
+
+async def _touch(session: AsyncSession, thread_id: str) -> tuple[datetime, str | None]:
     now = utcnow()
-    touched = await session.scalar(_TOUCH_THREAD, {"b_thread_id": thread_id, "b_now": now})
+    params = {"b_thread_id": thread_id, "b_now": now}
+    touched = (await session.execute(_TOUCH_THREAD, params)).first()
     if touched is None:
         raise ThreadNotFound(thread_id)
-    return now
+    return now, touched.title
 
 
 _TOUCH_THREAD = (
     update(_THREADS)
     .where(_THREADS.c.id == bindparam("b_thread_id"))
     .values(updated_at=bindparam("b_now"))
-    .returning(_THREADS.c.id)
+    .returning(_THREADS.c.id, _THREADS.c.title)
 )
 
 

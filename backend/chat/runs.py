@@ -162,6 +162,8 @@ class _Outcome:
     """The run went on after approvals: its message was saved when it paused."""
     unrecorded: list[ModelCalled] = field(default_factory=list)
     """Calls not yet billed: `_record_call` bills them before tools run, else `_finish` does."""
+    titled: bool = True
+    """Whether the thread had a title when the run ended (`_finish` reads it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +343,13 @@ class RunManager:
             finally:
                 run_log.close()
             await self._launch_next(following)
-        if run is not None and outcome.status is RunStatus.completed:
+        if run is not None and outcome.status is RunStatus.completed and not outcome.titled:
             await self._title(run, builder)
 
     async def _title(self, run: Run, builder: MessageBuilder) -> None:
-        """Title a thread after its first completed exchange, in the run's task but after its
-        stream has ended, so no reader waits for it."""
+        """Title an untitled thread after its first completed exchange, in the run's task but
+        after its stream has ended, so no reader waits for it."""
         if self.llm is None or not self.settings.thread_titles:
-            return
-        if not await titles.needs_title(self.db, run.thread_id):
             return
         answer = "".join(str(p.get("text", "")) for p in builder.parts if p.get("type") == "text")
         try:
@@ -497,7 +497,7 @@ class RunManager:
         async with self.db.write() as session:
             # The thread's lock (and its one touch this turn) orders this against a door
             # queueing the next run.
-            await store.touch_thread(session, run.thread_id)
+            outcome.titled = await store.touch_thread_titled(session, run.thread_id)
             await self._write_calls(session, run, outcome, release=not paused)
             if outcome.status is not RunStatus.failed and builder.parts:
                 await self._save_message(session, run, outcome, builder)
