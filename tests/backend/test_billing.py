@@ -222,3 +222,65 @@ async def test_a_stopped_run_is_billed_for_what_it_used(
     assert events[0].credits >= 1
     assert final == 100 - events[0].credits
     assert await ledger_sum(chat_app, user_id) == -events[0].credits
+
+
+async def test_a_call_costing_more_than_the_reservation_takes_the_rest_from_the_balance(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    costly = Usage(cost=(FREE.run_reservation + 30) / 1000)  # credits: the reservation + 30
+    headers, user_id = await user_with_balance(chat, chat_app, users, 100)
+    provider.push(TextReply("Expensive.", usage=costly))
+    status, _chunks = await chat_once(chat, headers)
+    assert status == 200
+
+    async with chat_app.state.db.read() as session:
+        final = await billing.balance(session, user_id)
+    assert final == 100 - (FREE.run_reservation + 30)
+    assert await ledger_sum(chat_app, user_id) == -(FREE.run_reservation + 30)
+    assert await ledger_replays_above_zero(chat_app, user_id)
+
+
+async def test_beyond_the_reservation_a_call_takes_what_is_left_and_never_more(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    costly = Usage(cost=(FREE.run_reservation + 30) / 1000)
+    headers, user_id = await user_with_balance(chat, chat_app, users, FREE.run_reservation + 5)
+    provider.push(TextReply("Expensive.", usage=costly))
+    status, _chunks = await chat_once(chat, headers)
+    assert status == 200
+
+    async with chat_app.state.db.read() as session:
+        final = await billing.balance(session, user_id)
+        (event,) = await session.scalars(select(UsageEvent).where(UsageEvent.user_id == user_id))
+        beyond = await session.scalar(
+            select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.reason == "usage")
+        )
+    assert final == 0
+    assert event.credits == FREE.run_reservation + 30  # metered in full, collected in part
+    assert beyond is not None
+    assert beyond.meta == {"beyond_reservation": 30, "unpaid": 25}
+    assert await ledger_replays_above_zero(chat_app, user_id)
+
+
+async def test_a_plan_changed_elsewhere_gets_its_grant_at_the_next_chat(
+    chat: httpx.AsyncClient, chat_app: FastAPI, users: Users, provider: ScriptedProvider
+) -> None:
+    headers, user_id = await user_with_balance(chat, chat_app, users, 1_000)
+    status, _ = await chat_once(chat, headers)  # this process now knows the free plan's grant
+    assert status == 200
+    async with chat_app.state.db.write() as session:  # as another process's webhook would
+        user = await session.get(User, user_id)
+        assert user is not None
+        user.plan = "pro"
+
+    status, _ = await chat_once(chat, headers)
+    assert status == 200
+    async with chat_app.state.db.read() as session:
+        grants = list(
+            await session.scalars(
+                select(LedgerEntry.meta).where(
+                    LedgerEntry.user_id == user_id, LedgerEntry.reason == "grant"
+                )
+            )
+        )
+    assert sorted(grant["plan"] for grant in grants) == ["free", "pro"]
