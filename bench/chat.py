@@ -5,6 +5,7 @@
     python bench/chat.py --turns 500 --concurrency 200 --json out.json
     python bench/chat.py --wait-quiet 300  # on a shared machine: wait for others to leave the CPU
     python bench/chat.py --profile prof/ # also sample the server with py-spy (pip install py-spy)
+    python bench/chat.py --statements 50 # also count the SQL of 50 turns on a second server
 
 The model is the scripted OpenAI-compatible provider of the test suite
 (`tests/support/scripted_provider.py`), answering at once with its default reply (five words,
@@ -23,6 +24,10 @@ this process (aiohttp, keep-alive, uvloop).
 3. Concurrency. `--concurrency` new users (provisioned first), each starting one chat at the same
    moment: errors (non-200, no `[DONE]`, error chunks, wrong text), wall time, and the server's
    peak RSS (VmHWM, and VmRSS sampled every 20 ms during the burst).
+4. With `--statements N`: SQL statements and transactions per turn, counted with SQLAlchemy's
+   engine events over N more sequential turns on a second server (same command, started through
+   a wrapper that installs the listeners; nothing from it is timed). They include what follows a
+   turn's reply in its task, such as titling the new thread.
 
 Every request goes to 127.0.0.1; request counts and each phase's time are bounded. The server and
 the provider are stopped at the end, on errors and on Ctrl+C (and the server dies with this
@@ -118,6 +123,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile-turns", type=int, default=400, help="turns sampled with --profile (400)"
     )
     parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="afterwards, count the SQL statements and transactions of N sequential turns on a "
+        "second server with engine listeners (not timed)",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -139,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--turns must be 1..5000 and --warmup 0..500")
     if not 1 <= args.concurrency <= 1000:
         parser.error("--concurrency must be 1..1000")
+    if not 0 <= args.statements <= 5000:
+        parser.error("--statements must be 0..5000")
     return args
 
 
@@ -252,10 +267,52 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+COUNTING_SERVER = r"""
+import json, os, signal, sys
+from collections import Counter
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+counts = {"begin": 0, "commit": 0, "statements": Counter()}
+
+
+@event.listens_for(Engine, "begin")
+def _begin(_conn):
+    counts["begin"] += 1
+
+
+@event.listens_for(Engine, "commit")
+def _commit(_conn):
+    counts["commit"] += 1
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _statement(_conn, _cursor, statement, *_rest):
+    words = " ".join(statement.split())
+    if not words.upper().startswith("BEGIN"):
+        counts["statements"][words[:90]] += 1
+
+
+def _dump(*_args):
+    with open(os.environ["BENCH_SQL_OUT"], "w") as out:
+        json.dump({**counts, "statements": dict(counts["statements"])}, out)
+    counts.update(begin=0, commit=0, statements=Counter())
+
+
+signal.signal(signal.SIGUSR1, _dump)
+from uvicorn.main import main
+
+sys.argv = ["uvicorn", *sys.argv[1:]]
+main()
+"""
+"""The server's command with SQLAlchemy engine listeners installed first; SIGUSR1 writes what they
+counted since the last signal to $BENCH_SQL_OUT and starts over."""
+
+
 class Server:
     """`python -m uvicorn backend.app:configure --factory`: one worker, as `turbokit serve`."""
 
-    def __init__(self, data_dir: Path, provider_url: str) -> None:
+    def __init__(self, data_dir: Path, provider_url: str, *, counting: bool = False) -> None:
         self.data_dir = data_dir
         self.provider_url = provider_url
         self.port = free_port()
@@ -276,6 +333,9 @@ class Server:
             "warning",
             "--no-access-log",  # as `turbokit serve` runs it
         ]
+        self.sql_out = data_dir / "sql.json" if counting else None
+        if counting:
+            self.command[1:3] = ["-c", COUNTING_SERVER]
 
     @property
     def pid(self) -> int:
@@ -298,6 +358,7 @@ class Server:
             LITELLM_LOCAL_MODEL_COST_MAP="True",
             NO_PROXY="127.0.0.1,localhost",
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            BENCH_SQL_OUT=str(self.sql_out or ""),
         )
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
             env.pop(name, None)
@@ -874,6 +935,67 @@ def profile_server(server: Server, tokens: list[str], turns: int, out_dir: Path)
 
 
 # --------------------------------------------------------------------------------------------
+# Optional: SQL statements per turn (a second server, with engine listeners)
+
+
+async def counted_turns(server: Server, tokens: dict[str, str], turns: int) -> None:
+    """`turns` sequential turns (after 5 more whose counts are dropped) on the counting server."""
+    from tests.support.scripted_provider import DEFAULT_TEXT
+
+    async with client_session(server.base_url, 2) as session:
+        await provision(session, list(tokens.values()))
+        set_plan(server.data_dir / "turbokit.db", list(tokens), SEQUENTIAL_PLAN)
+        users = itertools.cycle(tokens.values())
+        for index in range(5 + turns):
+            if index == 5:
+                await asyncio.sleep(0.5)  # the warm-up's background work ends
+                os.kill(server.pid, signal.SIGUSR1)  # and its counts are dropped
+                await asyncio.sleep(0.2)
+            turn = await service_turn(session, next(users), DEFAULT_TEXT)
+            if turn.error:
+                raise RuntimeError(f"counted turn failed: {turn.error}")
+        await asyncio.sleep(1.0)  # what follows the last reply (its thread's title) ends too
+
+
+def read_counts(server: Server) -> dict[str, Any]:
+    """Ask the counting server for what it counted since the last signal."""
+    assert server.sql_out is not None
+    server.sql_out.unlink(missing_ok=True)
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not server.sql_out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # written whole by then: one small json.dump
+    counted: dict[str, Any] = json.loads(server.sql_out.read_text())
+    return counted
+
+
+def summarise_statements(counted: dict[str, Any], turns: int) -> list[str]:
+    statements: dict[str, int] = counted["statements"]
+    total = sum(statements.values())
+    lines = [
+        f"{total / turns:.1f} statements, {counted['begin'] / turns:.1f} transactions "
+        f"({counted['commit'] / turns:.1f} committed) per turn, over {turns} turns",
+    ]
+    for text, count in sorted(statements.items(), key=lambda item: -item[1])[:30]:
+        lines.append(f"  {count / turns:5.2f}  {text}")
+    return lines
+
+
+def count_statements(base_url: str, subjects: list[str], turns: int, data: Path) -> list[str]:
+    tokens = tokens_for(data, subjects)  # this server's DATA_DIR has a key of its own
+    server = Server(data, base_url, counting=True)
+    try:
+        server.start()
+        server.wait_ready()
+        run_async(lambda: counted_turns(server, tokens, turns))
+        counted = read_counts(server)
+    finally:
+        server.stop()
+    return summarise_statements(counted, turns)
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 
 
@@ -977,6 +1099,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress("stopping the server")
         server.stop()
+        if args.statements:
+            progress(f"counting the SQL of {args.statements} turns on a second server")
+            profile_lines += ["", f"SQL ({args.statements} sequential service turns):"]
+            sql_dir = new_dir("sql")
+            profile_lines += count_statements(base_url, sequential_users, args.statements, sql_dir)
         report(args, command, seq, conc, profile_lines, time.perf_counter() - began)
         if args.json:
             args.json.write_text(json.dumps(results_json(args, command, seq, conc), indent=2))
@@ -1034,7 +1161,10 @@ def report(
         f"  server CPU per service turn: {server_ms:.2f} ms; CPU over the phase ({seq.wall:.1f} s):"
         f" {cores}"
     )
-    print(f"  provider requests during the measured turns: {seq.provider_requests} (2 per pair)")
+    print(
+        f"  provider requests during the measured turns: {seq.provider_requests} (2 per pair, "
+        "3 when the service titles the new thread)"
+    )
     print(f"  errors: {sum(seq.errors.values())} {dict(seq.errors) or ''}")
     print()
     ok = [t for t in conc.turns if t.error is None]
@@ -1059,9 +1189,10 @@ def report(
     )
     if profile_lines:
         print()
-        print(f"server profile (py-spy, {args.profile_turns} sequential service turns):")
+        if args.profile:
+            print(f"server profile (py-spy, {args.profile_turns} sequential service turns):")
         for line in profile_lines:
-            print(f"  {line}")
+            print(f"  {line}" if line else "")
     print()
     print("targets:")
     errors = sum(seq.errors.values()) + sum(conc.errors.values())
