@@ -6,6 +6,7 @@
     python bench/chat.py --wait-quiet 300  # on a shared machine: wait for others to leave the CPU
     python bench/chat.py --profile prof/ # also sample the server with py-spy (pip install py-spy)
     python bench/chat.py --statements 50 # also count the SQL of 50 turns on a second server
+    python bench/chat.py --env THREAD_TITLES=false  # a setting for the server (repeatable)
 
 The model is the scripted OpenAI-compatible provider of the test suite
 (`tests/support/scripted_provider.py`), answering at once with its default reply (five words,
@@ -141,6 +142,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-data", action="store_true", help="keep the temporary DATA_DIRs (paths printed)"
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server, e.g. THREAD_TITLES=false (repeatable; default: none, "
+        "the service as configured out of the box)",
+    )
     args = parser.parse_args(argv)
     if args.turns is None:
         args.turns = 60 if args.quick else 200
@@ -154,6 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be 1..1000")
     if not 0 <= args.statements <= 5000:
         parser.error("--statements must be 0..5000")
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes NAME=VALUE")
+    args.server_env = dict(item.split("=", 1) for item in args.env)
     return args
 
 
@@ -312,8 +324,17 @@ counted since the last signal to $BENCH_SQL_OUT and starts over."""
 class Server:
     """`python -m uvicorn backend.app:configure --factory`: one worker, as `turbokit serve`."""
 
-    def __init__(self, data_dir: Path, provider_url: str, *, counting: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        provider_url: str,
+        *,
+        counting: bool = False,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.settings = settings or {}
+        """Extra settings (`--env`), applied after the benchmark's own."""
         self.provider_url = provider_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -360,6 +381,7 @@ class Server:
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
             BENCH_SQL_OUT=str(self.sql_out or ""),
         )
+        env.update(self.settings)
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
             env.pop(name, None)
         with open(self.log_path, "wb") as log:
@@ -982,9 +1004,11 @@ def summarise_statements(counted: dict[str, Any], turns: int) -> list[str]:
     return lines
 
 
-def count_statements(base_url: str, subjects: list[str], turns: int, data: Path) -> list[str]:
+def count_statements(
+    base_url: str, subjects: list[str], turns: int, data: Path, settings: dict[str, str]
+) -> list[str]:
     tokens = tokens_for(data, subjects)  # this server's DATA_DIR has a key of its own
-    server = Server(data, base_url, counting=True)
+    server = Server(data, base_url, counting=True, settings=settings)
     try:
         server.start()
         server.wait_ready()
@@ -1070,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
         sequential_users = [f"bench-seq-{i:02d}" for i in range(SEQUENTIAL_USERS)]
         concurrent_users = [f"bench-user-{i:04d}" for i in range(args.concurrency)]
         tokens = tokens_for(data_dir, sequential_users + concurrent_users)
-        server = Server(data_dir, base_url)
+        server = Server(data_dir, base_url, settings=args.server_env)
         servers.append(server)
         server.start()
         import_litellm_in_background()  # ~7 s here: overlaps the server's start-up
@@ -1103,7 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"counting the SQL of {args.statements} turns on a second server")
             profile_lines += ["", f"SQL ({args.statements} sequential service turns):"]
             sql_dir = new_dir("sql")
-            profile_lines += count_statements(base_url, sequential_users, args.statements, sql_dir)
+            profile_lines += count_statements(
+                base_url, sequential_users, args.statements, sql_dir, args.server_env
+            )
         report(args, command, seq, conc, profile_lines, time.perf_counter() - began)
         if args.json:
             args.json.write_text(json.dumps(results_json(args, command, seq, conc), indent=2))
@@ -1142,6 +1168,8 @@ def report(
     width = 100
     print("=" * width)
     print(f"chat benchmark: 1 uvicorn worker, embedded SQLite, scripted provider ({args.provider})")
+    if args.server_env:
+        print(f"server settings beyond the defaults: {' '.join(args.env)}")
     print(
         f"sequential turns: {n} of each kind after {args.warmup} warm-up, interleaved; service "
         f"turns from {SEQUENTIAL_USERS} {SEQUENTIAL_PLAN}-plan users in turn, each on a new thread"
