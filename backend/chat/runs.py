@@ -41,12 +41,12 @@ from agent_core.llm.base import LLM
 from agent_core.loop import Decision, run_agent, run_decided_calls
 from backend.billing import service as billing
 from backend.chat import titles
-from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run
+from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run, record_call
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
 from config.database import Database, after_commit, utcnow
 from config.settings import Settings
 from threads import store
-from threads.models import LLMCall, Message, Role, Run, RunEvent, RunStatus
+from threads.models import Message, Role, Run, RunEvent, RunStatus
 from threads.schemas import TextPart, validate_parts
 from threads.store import RunError, RunUsage
 from tools import ToolCall, ToolContext
@@ -453,27 +453,15 @@ class RunManager:
     ) -> None:
         """Record and bill `outcome.unrecorded` in `session` (and with `release`, return the
         rest of the reservation); they count as recorded once the session commits."""
-        calls = [await self._call_row(session, run, event) for event in outcome.unrecorded]
+        calls = [
+            await record_call(session, run, event.usage, event.latency_ms)
+            for event in outcome.unrecorded
+        ]
         await billing.settle_calls(session, run, calls, self.settings, release=release)
         if calls:
             after_commit(session, outcome.unrecorded.clear)
             if self.on_usage is not None:
                 after_commit(session, self.on_usage)
-
-    async def _call_row(self, session: AsyncSession, run: Run, event: ModelCalled) -> LLMCall:
-        usage = event.usage
-        return await store.record_llm_call(
-            session,
-            run,
-            model=usage.model or run.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=usage.cost_usd,
-            latency_ms=round(event.latency_ms),
-            generation_id=usage.generation_id,
-        )
 
     async def _persist_events(self, run_log: RunLog) -> None:
         pending = run_log.chunks[run_log.persisted :]

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_core.agent import Agent
+from agent_core.llm.types import LLMUsage
 from backend.billing import service as billing
 from backend.billing.plans import Plan, plan_for
 from backend.chat.schemas import ChatRequest, ClientMessage
@@ -23,7 +24,7 @@ from backend.users.models import User
 from config.ids import new_id
 from config.settings import Settings
 from threads import store
-from threads.models import Message, Role, Run, RunStatus, Thread
+from threads.models import LLMCall, Message, Role, Run, RunStatus, Thread
 from threads.schemas import TextPart, ThreadCreate, validate_parts
 
 
@@ -34,6 +35,24 @@ class Turn:
     text: str | None
     """The user's new message; None to regenerate the last answer."""
     model: str | None = None
+
+
+async def record_call(
+    session: AsyncSession, run: Run, usage: LLMUsage, latency_ms: float
+) -> LLMCall:
+    """One of the run's LLM calls as the provider reported it, ready to be billed."""
+    return await store.record_llm_call(
+        session,
+        run,
+        model=usage.model or run.model,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost_usd=usage.cost_usd,
+        latency_ms=round(latency_ms),
+        generation_id=usage.generation_id,
+    )
 
 
 def require_llm(settings: Settings) -> None:

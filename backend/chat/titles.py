@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 from agent_core.llm.base import LLM, LLMRequest, complete
 from agent_core.llm.types import LLMError, SystemMessage, UserMessage
 from backend.billing import service as billing
+from backend.chat.service import record_call
 from config.database import Database, after_commit
 from config.settings import Settings
-from threads import store
 from threads.models import Message, Role, Run, Thread
 
 log = logging.getLogger("turbokit.titles")
@@ -28,12 +28,6 @@ INSTRUCTIONS = (
 MAX_EXCERPT_CHARS = 2000
 """Of each side of the exchange; a title needs the gist, not the whole text."""
 MAX_TITLE_CHARS = 80
-
-
-async def needs_title(db: Database, thread_id: str) -> bool:
-    async with db.read() as session:
-        title = await session.scalar(select(Thread.title).where(Thread.id == thread_id))
-    return title is None
 
 
 async def write_title(
@@ -64,7 +58,6 @@ async def write_title(
         log.warning("thread %s: no title, the model failed: %s", run.thread_id, exc.message)
         return None
     title = clean_title(response.text or "")
-    usage = response.usage
     async with db.write() as session:
         if title:
             await session.execute(
@@ -72,18 +65,8 @@ async def write_title(
                 .where(Thread.id == run.thread_id, Thread.title.is_(None))
                 .values(title=title)
             )
-        call = await store.record_llm_call(
-            session,
-            run,
-            model=usage.model or run.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=usage.cost_usd,
-            latency_ms=round((time.perf_counter() - started) * 1000),
-            generation_id=usage.generation_id,
-        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        call = await record_call(session, run, response.usage, latency_ms)
         await billing.settle_call(session, run, call, settings)
         if callable(on_usage):
             after_commit(session, on_usage)

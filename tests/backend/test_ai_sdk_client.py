@@ -32,7 +32,7 @@ from tests.support.scripted_provider import (
     ToolCallReply,
     Usage,
 )
-from tests.support.ui_stream import chat_body
+from tests.support.ui_stream import chat_body, wait_idle
 
 pytestmark = pytest.mark.node
 
@@ -182,15 +182,6 @@ def undocumented_fields(chunks: list[dict[str, Any]]) -> list[tuple[str, set[str
 
 def new_thread_id() -> str:
     return f"sdk-{uuid.uuid4().hex[:16]}"
-
-
-async def wait_idle(http: httpx.AsyncClient, headers: dict[str, str], thread_id: str) -> None:
-    for _ in range(500):
-        response = await http.get(f"/v1/chat/{thread_id}/stream", headers=headers)
-        if response.status_code == 204:
-            return
-        await response.aread()
-    raise AssertionError("the run did not finish")
 
 
 # ---------------------------------------------------------------------------------------- tests

@@ -15,7 +15,7 @@ from backend.app import create_app
 from tests.conftest import Users
 from tests.support.scripted_provider import ScriptedProvider, TextReply, ToolCall, ToolCallReply
 from tests.support.servers import serve
-from tests.support.ui_stream import chat_body, read_chunks, text_of, types
+from tests.support.ui_stream import chat_body, read_chunks, text_of, types, wait_idle
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -236,7 +236,7 @@ async def test_several_requests_resume_once_all_are_decided(
             replay = types(await read_chunks(resumed))
             assert replay[:3] == ["start", "tool-output-available", "tool-output-denied"]
             assert "tool-approval-request" not in replay
-    await _wait_idle(chat, me, thread_id)
+    await wait_idle(chat, me, thread_id)
     assert (await chat.get(f"/v1/projects/{first}", headers=me)).status_code == 404
     assert (await chat.get(f"/v1/projects/{second}", headers=me)).status_code == 200
 
@@ -310,12 +310,3 @@ async def test_a_paused_run_survives_a_restart(
         assert (await http.get(f"/v1/projects/{project_id}", headers=me)).status_code == 404
         saved = await last_message(http, me, thread_id)
         assert saved["metadata"]["finish_reason"] == "stop"
-
-
-async def _wait_idle(http: httpx.AsyncClient, me: dict[str, str], thread_id: str) -> None:
-    for _ in range(500):
-        response = await http.get(f"/v1/chat/{thread_id}/stream", headers=me)
-        if response.status_code == 204:
-            return
-        await response.aread()
-    raise AssertionError("the run did not finish")

@@ -22,7 +22,7 @@ from tests.support.scripted_provider import (
     ToolCallReply,
     Usage,
 )
-from tests.support.ui_stream import chat_body, read_chunks, text_of, types, without_ids
+from tests.support.ui_stream import chat_body, read_chunks, text_of, types, wait_idle, without_ids
 from threads import store
 
 
@@ -49,15 +49,6 @@ async def messages(
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
-
-
-async def wait_idle(http: httpx.AsyncClient, headers: dict[str, str], thread_id: str) -> None:
-    for _ in range(500):
-        response = await http.get(f"/v1/chat/{thread_id}/stream", headers=headers)
-        if response.status_code == 204:
-            return
-        await response.aread()
-    raise AssertionError("the run did not finish")
 
 
 async def test_a_tool_using_turn_streams_saves_and_meters(

@@ -47,3 +47,13 @@ def chat_body(thread_id: str, text: str, **extra: Any) -> dict[str, Any]:
         "trigger": "submit-message",
         **extra,
     }
+
+
+async def wait_idle(http: httpx.AsyncClient, headers: dict[str, str], thread_id: str) -> None:
+    """Until the thread has no active run: resume answers 204 (each 200 replays to the end)."""
+    for _ in range(500):
+        response = await http.get(f"/v1/chat/{thread_id}/stream", headers=headers)
+        if response.status_code == 204:
+            return
+        await response.aread()
+    raise AssertionError("the run did not finish")
