@@ -36,7 +36,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-ROOT = Path(__file__).resolve().parent.parent
+from _server import ROOT, Server, machine_busy_seconds
 
 READS_TARGET_RPS = 1000.0
 SEARCH_P50_TARGET_MS = 20.0
@@ -437,107 +436,6 @@ def _pick_queries(
 # The server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the server child: get SIGTERM if the benchmark dies without cleaning up (Linux)."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / "server.log"
-        self.command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "backend.app:configure",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",  # as `turbokit serve` runs it
-        ]
-
-    def start(self) -> None:
-        from config.settings import Settings
-
-        env = dict(os.environ)
-        for name in Settings.model_fields:  # nothing from the caller's shell or .env leaks in
-            env.pop(name.upper(), None)
-        env.update(
-            DATA_DIR=str(self.data_dir),
-            LOG_LEVEL="WARNING",
-            ENVIRONMENT="development",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        )
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=self.data_dir,  # no .env here
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # no threads are running yet
-            )
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        assert self.proc is not None
-        started = time.perf_counter()
-        deadline = started + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process, all threads included."""
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 # --------------------------------------------------------------------------------------------
 # The load generator: runs in client processes, never in the server's.
 
@@ -630,14 +528,6 @@ class Run:
     @property
     def rps(self) -> float:
         return self.ok / self.wall if self.wall > 0 else 0.0
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _process_cpu_ticks() -> dict[int, tuple[int, int, str]]:

@@ -48,14 +48,12 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -63,10 +61,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _server
+from _server import ROOT, machine_busy_seconds, process_cpu_seconds
+
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before litellm is imported, anywhere
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai/gpt-4o-mini"
+PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 DIRECT_MODEL = "openrouter/" + MODEL  # what the service's adapter passes to litellm
 ADDED_P50_TARGET_MS = 15.0
 PROMPT = "Hello! What can you do for me?"
@@ -263,22 +264,6 @@ class Provider:
 # The server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the server child: SIGTERM when the benchmark dies without cleaning up (Linux)."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 COUNTING_SERVER = r"""
 import json, os, signal, sys
 from collections import Counter
@@ -321,8 +306,9 @@ main()
 counted since the last signal to $BENCH_SQL_OUT and starts over."""
 
 
-class Server:
-    """`python -m uvicorn backend.app:configure --factory`: one worker, as `turbokit serve`."""
+class Server(_server.Server):
+    """The app with the scripted provider as its OpenRouter; `counting` installs the SQL
+    counters of COUNTING_SERVER first."""
 
     def __init__(
         self,
@@ -332,89 +318,22 @@ class Server:
         counting: bool = False,
         settings: dict[str, str] | None = None,
     ) -> None:
-        self.data_dir = data_dir
-        self.settings = settings or {}
-        """Extra settings (`--env`), applied after the benchmark's own."""
-        self.provider_url = provider_url
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "backend.app:configure",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",  # as `turbokit serve` runs it
-        ]
         self.sql_out = data_dir / "sql.json" if counting else None
+        super().__init__(
+            data_dir,
+            {
+                "OPENROUTER_API_KEY": "bench",
+                "OPENROUTER_BASE_URL": provider_url,
+                "OPENROUTER_MODEL": MODEL,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "BENCH_SQL_OUT": str(self.sql_out or ""),
+                **dict.fromkeys(PROXIES),  # the provider is on loopback
+                **(settings or {}),  # `--env`, after the benchmark's own
+            },
+        )
         if counting:
             self.command[1:3] = ["-c", COUNTING_SERVER]
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        from config.settings import Settings
-
-        env = dict(os.environ)
-        for name in Settings.model_fields:  # nothing from the caller's shell or .env leaks in
-            env.pop(name.upper(), None)
-        env.update(
-            DATA_DIR=str(self.data_dir),
-            LOG_LEVEL="WARNING",
-            ENVIRONMENT="development",
-            OPENROUTER_API_KEY="bench",
-            OPENROUTER_BASE_URL=self.provider_url,
-            OPENROUTER_MODEL=MODEL,
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            NO_PROXY="127.0.0.1,localhost",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-            BENCH_SQL_OUT=str(self.sql_out or ""),
-        )
-        env.update(self.settings)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-            env.pop(name, None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=self.data_dir,  # no .env here
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # no threads are running yet
-            )
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        assert self.proc is not None
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process, all its threads."""
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self, name: str) -> int:
         """VmRSS, VmHWM... of the server process, in KiB."""
@@ -423,22 +342,6 @@ class Server:
                 if line.startswith(name + ":"):
                     return int(line.split()[1])
         return 0
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 def tokens_for(data_dir: Path, subjects: list[str]) -> dict[str, str]:
@@ -584,22 +487,6 @@ def run_async(main: Callable[[], Awaitable[Any]]) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # CPU accounting: the server's own CPU, and what other processes took meanwhile
-
-
-def machine_busy_seconds() -> float:
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_quiet(patience: float, mine: list[int]) -> float:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import http.client
 import json
@@ -37,11 +36,8 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +48,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _server import ROOT, Server, machine_busy_seconds, process_cpu_seconds
+
 sys.path.insert(0, str(ROOT))
 
 P50_TARGET_MS = 50.0
@@ -401,81 +398,16 @@ def query_plans(data_dir: Path, user_id: str, first: date, last: date) -> list[s
 # --- server -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-SERVER_ARGS = "--log-level warning --no-access-log"
-_SERVER_ENV_DROPPED = frozenset(
-    {"DATABASE_URL", "REDIS_URL", "CLERK_JWT_ISSUER_DOMAIN", "AUTUMN_SECRET_KEY", "METRICS_TOKEN"}
-)
-"""Settings that would point the server elsewhere than the seeded SQLite file."""
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
-def server(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROPPED},
-        "DATA_DIR": str(data_dir),
-        "ENVIRONMENT": "development",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "backend.app:configure",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *SERVER_ARGS.split(),
-    ]
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(
-        command,
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )
+def server(data_dir: Path) -> Iterator[tuple[int, int]]:
+    """The app over the seeded data directory: (its pid, its port)."""
+    app = Server(data_dir)
+    app.start()
     try:
-        _wait_healthy(process, port, data_dir)
-        yield process, port
+        app.wait_ready()
+        yield app.pid, app.port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], port: int, data_dir: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((data_dir / "server.log").read_text()[-3000:])
-        with contextlib.suppress(OSError):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError("server did not become healthy in 60 s")
+        app.stop()
 
 
 # --- client -------------------------------------------------------------------------------------
@@ -488,17 +420,6 @@ class Endpoint:
     requests: int
     warmup: int
     target: bool = False
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, token: str, server_pid: int, endpoint: Endpoint) -> dict[str, Any]:
@@ -520,12 +441,12 @@ def measure(port: int, token: str, server_pid: int, endpoint: Endpoint) -> dict[
 
     for _ in range(endpoint.warmup):
         one()
-    cpu0, busy0, own0 = _cpu_seconds(server_pid), _machine_busy_seconds(), time.process_time()
+    cpu0, busy0, own0 = process_cpu_seconds(server_pid), machine_busy_seconds(), time.process_time()
     wall0 = time.perf_counter()
     latencies = [one() for _ in range(endpoint.requests)]
     wall = time.perf_counter() - wall0
-    server_cpu = _cpu_seconds(server_pid) - cpu0
-    others = _machine_busy_seconds() - busy0 - server_cpu - (time.process_time() - own0)
+    server_cpu = process_cpu_seconds(server_pid) - cpu0
+    others = machine_busy_seconds() - busy0 - server_cpu - (time.process_time() - own0)
     latencies.sort()
     return {
         "label": endpoint.label,
@@ -664,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         token = issue_dev_token(bench_settings(data_dir), SUBJECT)
         cursor = middle_cursor(data_dir, seeded.user_id, seeded.events)
         started = time.perf_counter()
-        with server(data_dir) as (process, port):
-            results = run_client(port, token, process.pid, endpoints_for(args, seeded, cursor))
+        with server(data_dir) as (pid, port):
+            results = run_client(port, token, pid, endpoints_for(args, seeded, cursor))
         print(f"measured in {time.perf_counter() - started:.1f} s")
         passed = report(results, command)
         if args.json:
