@@ -11,6 +11,11 @@ back, and a short request makes a dozen of them, costing far more than SQLite's 
 So on a SQLite file a short unit runs on the event loop itself, over a read-only connection kept
 for it, and a unit that may scan many rows runs in a worker thread in one hop; on PostgreSQL both
 run on the async driver (asyncpg needs no thread).
+
+Write sessions on a SQLite file avoid those hops too: they have their own engine whose driver
+(`config.sqlite_inline`) answers the dialect's calls on the event loop. The writes of one process
+already run one at a time, a transaction's statements take microseconds, and the one wait SQLite
+can impose, another process's write lock, is waited out in a thread.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from config.settings import Settings
+from config.sqlite_inline import inline_creator
 
 log = logging.getLogger("turbokit.db")
 
@@ -54,6 +60,8 @@ _WRITE_OPTION = "turbokit_write"
 _AFTER_COMMIT = "after_commit"
 _READER_BUSY_TIMEOUT_MS = 2000
 """How long a read on the event loop may wait for SQLite's WAL index (rare); it blocks the loop."""
+_BUSY_TIMEOUT_MS = 30_000
+"""How long a write waits for another process's write lock (in a thread: see sqlite_inline)."""
 _READER_POOL_SIZE = 8
 """Read connections kept for units in worker threads; more open when asyncio's default executor
 (at most 32 threads) runs more units at once, so a unit never waits for a connection."""
@@ -142,14 +150,23 @@ class Database:
         self.url = settings.resolved_database_url
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = _create_engine(self.url, settings)
-        self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_engine = _create_write_engine(self.url, settings, self.engine)
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer: asyncio.Task[Any] | None = None
         self._reader = _SQLiteReader(self.url, settings) if _is_sqlite_file(self.url) else None
         self._read_engine = self.engine.execution_options(postgresql_readonly=True)
-        _install_slow_query_log(self.engine, settings.slow_query_ms)
+        for engine in self.engines:
+            _install_slow_query_log(engine, settings.slow_query_ms)
+
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        """The engines sessions use: `engine`, and on a SQLite file the write sessions' own
+        (see sqlite_inline); for listeners that must see every statement."""
+        if self._write_engine.sync_engine.pool is self.engine.sync_engine.pool:
+            return [self.engine]
+        return [self.engine, self._write_engine]
 
     async def run_read(self, unit: ReadUnit[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a short read unit (indexed lookups, a page) as one transaction and return its
@@ -214,6 +231,7 @@ class Database:
     async def dispose(self) -> None:
         if self._reader is not None:
             self._reader.dispose()
+        await self._write_engine.dispose()
         await self.engine.dispose()
 
 
@@ -288,6 +306,24 @@ def _create_engine(url: str, settings: Settings) -> AsyncEngine:
     return engine
 
 
+def _create_write_engine(url: str, settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """Write sessions: on a SQLite file, their own engine whose driver runs on the event loop
+    (one process writes one transaction at a time anyway); elsewhere the shared engine."""
+    if not _is_sqlite_file(url):
+        return engine.execution_options(**{_WRITE_OPTION: True})
+    path = make_url(url).database
+    assert path is not None
+    write_engine = create_async_engine(
+        url,
+        async_creator=inline_creator(path, _BUSY_TIMEOUT_MS),
+        pool_size=2,
+        max_overflow=0,
+    )
+    event.listen(write_engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(write_engine.sync_engine, "begin", _sqlite_on_begin)
+    return write_engine.execution_options(**{_WRITE_OPTION: True})
+
+
 def _is_sqlite_file(url: str) -> bool:
     database = make_url(url).database
     return url.startswith("sqlite") and bool(database) and database != ":memory:"
@@ -340,13 +376,14 @@ def _sqlite_reader_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself, so writes can say IMMEDIATE.
-    dbapi_connection.isolation_level = None
+    if dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
         "journal_mode=WAL",
         "synchronous=NORMAL",
         "foreign_keys=ON",
-        "busy_timeout=30000",
+        f"busy_timeout={_BUSY_TIMEOUT_MS}",
         "cache_size=-65536",
         "temp_store=MEMORY",
     ):

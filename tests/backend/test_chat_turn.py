@@ -42,7 +42,7 @@ class Traffic:
 
 @contextmanager
 def database_traffic(app: FastAPI) -> Iterator[Traffic]:
-    engine = app.state.db.engine.sync_engine
+    engines = [engine.sync_engine for engine in app.state.db.engines]
     traffic = Traffic()
 
     def begun(_conn: Connection) -> None:
@@ -57,13 +57,15 @@ def database_traffic(app: FastAPI) -> Iterator[Traffic]:
             traffic.statements.append(" ".join(statement.split())[:80])
 
     listeners = [("begin", begun), ("commit", committed), ("before_cursor_execute", executed)]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
+    for engine in engines:
+        for name, listener in listeners:
+            event.listen(engine, name, listener)
     try:
         yield traffic
     finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
+        for engine in engines:
+            for name, listener in listeners:
+                event.remove(engine, name, listener)
 
 
 async def test_a_one_step_turn_on_a_new_thread_commits_twice_and_reads_nothing_else(

@@ -6,8 +6,11 @@ Every test runs once per backend (`[sqlite]`, `[postgres]`) unless it says what 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy import text as sa_text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
 from config.database import Database, UTCDateTime
@@ -159,6 +162,36 @@ async def test_on_sqlite_a_write_session_inside_another_fails_instead_of_hanging
                 pass
     async with asyncio.timeout(5), db.write():  # the lock was released
         pass
+
+
+async def test_on_sqlite_a_write_waiting_for_another_process_leaves_the_event_loop_free(
+    db: Database,
+) -> None:
+    """Write sessions run their SQL on the event loop; the one wait SQLite can impose on them,
+    another process's write lock, happens in a thread while the loop keeps serving."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's own: on PostgreSQL the driver itself is asynchronous")
+    owner = uuid.uuid4().hex
+    path = make_url(str(db.engine.url)).database
+    assert path is not None
+    other_process = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other_process.execute("BEGIN IMMEDIATE")
+    ticks = [time.perf_counter()]
+
+    async def tick_then_release() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks.append(time.perf_counter())
+        other_process.execute("COMMIT")
+
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(add_note(db, owner, "after the other writer"), tick_then_release())
+    finally:
+        other_process.close()
+    longest_stall = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert longest_stall < 0.5
+    assert await db.run_read(count, owner) == 1
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
