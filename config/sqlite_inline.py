@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 _BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
@@ -55,6 +55,11 @@ class InlineCursor:
 
     async def close(self) -> None:
         self._cursor.close()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        """Rows one by one, for the dialect's server-side (streamed) results."""
+        while (row := self._cursor.fetchone()) is not None:
+            yield row
 
     async def __aenter__(self) -> InlineCursor:
         return self

@@ -151,6 +151,21 @@ async def test_on_sqlite_a_scan_leaves_the_event_loop_free(db: Database) -> None
     assert was_released
 
 
+async def test_a_write_session_commits_whole_or_not_at_all(db: Database) -> None:
+    owner = uuid.uuid4().hex
+    with pytest.raises(RuntimeError, match="half way"):
+        async with db.write() as session:
+            await session.execute(insert(notes).values(owner=owner, body="first"))
+            raise RuntimeError("half way")
+    assert await db.run_read(count, owner) == 0
+
+    async with db.write() as session:
+        await session.execute(insert(notes), [{"owner": owner, "body": f"n{i}"} for i in range(3)])
+        streamed = await session.stream_scalars(select(notes.c.body).where(notes.c.owner == owner))
+        assert [body async for body in streamed] == ["n0", "n1", "n2"]
+    assert await db.run_read(count, owner) == 3
+
+
 async def test_on_sqlite_a_write_session_inside_another_fails_instead_of_hanging(
     db: Database,
 ) -> None:
