@@ -153,10 +153,14 @@ async def test_on_sqlite_a_scan_leaves_the_event_loop_free(db: Database) -> None
 
 async def test_a_write_session_commits_whole_or_not_at_all(db: Database) -> None:
     owner = uuid.uuid4().hex
-    with pytest.raises(RuntimeError, match="half way"):
+
+    async def fail_half_way() -> None:
         async with db.write() as session:
             await session.execute(insert(notes).values(owner=owner, body="first"))
             raise RuntimeError("half way")
+
+    with pytest.raises(RuntimeError, match="half way"):
+        await fail_half_way()
     assert await db.run_read(count, owner) == 0
 
     async with db.write() as session:
