@@ -107,7 +107,7 @@ def create_app(
 
 async def _resume_outbox(jobs: Jobs, db: Database) -> None:
     """In-process jobs die with their process: deliver what the outbox still holds. (On Redis
-    the queue outlives processes; `turbokit emails resume` covers a failed enqueue there.)"""
+    the queue outlives processes; `turbokit emails resume` covers an enqueue that failed there.)"""
     if isinstance(jobs, LocalJobs):
         resumed = await email.requeue(db, jobs)
         if resumed:

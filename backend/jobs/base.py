@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -41,18 +42,26 @@ class RetryPolicy:
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(settings.job_retries, settings.job_backoff_seconds)
 
+    def delay(self, retry: int) -> float:
+        """Seconds before retry number `retry` (1 for the first)."""
+        return float(self.first_delay * BACKOFF_FACTOR ** (retry - 1))
+
     @property
     def delays(self) -> list[int]:
-        """Whole seconds before each retry (rq's `Retry` takes whole seconds)."""
-        return [math.ceil(self.first_delay * BACKOFF_FACTOR**n) for n in range(self.retries)]
+        """Whole seconds before each retry, rounded up (rq's `Retry` takes whole seconds)."""
+        return [math.ceil(self.delay(n)) for n in range(1, self.retries + 1)]
 
 
 @cache
 def resolve(path: str) -> JobFunction:
     """The function at `package.module.function`; a wrong path fails at enqueue, not later."""
     module_name, _, name = path.rpartition(".")
-    function = getattr(importlib.import_module(module_name), name, None) if module_name else None
-    if not callable(function) or not asyncio.iscoroutinefunction(function):
+    try:
+        module = importlib.import_module(module_name) if module_name else None
+    except ImportError as exc:
+        raise ValueError(f"{path!r}: no module {module_name!r}") from exc
+    function = getattr(module, name, None)
+    if not inspect.iscoroutinefunction(function):
         raise ValueError(f"{path!r} does not name an async job function")
     return function  # type: ignore[no-any-return]
 

@@ -48,13 +48,15 @@ class LocalJobs(Jobs):
 
     async def stop(self) -> None:
         await self.settle()
+        if self._unfinished:
+            log.warning(
+                "stopping with %d job(s) not run to the end; they are lost", self._unfinished
+            )
         tasks = [*self._workers, *self._retries]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers = []
-        if self._unfinished:
-            log.warning("stopping with %d job(s) not run; they are lost", self._unfinished)
 
     async def wait_idle(self) -> None:
         """Wait until every queued job, retries included, has run to its end."""
@@ -92,9 +94,9 @@ class LocalJobs(Jobs):
                     job.attempt,
                 )
                 return
-            delay = self.policy.delays[job.attempt - 1]
+            delay = self.policy.delay(job.attempt)
             log.warning(
-                "job %s%r failed (attempt %d); retrying in %d s",
+                "job %s%r failed (attempt %d); retrying in %.1f s",
                 job.function,
                 job.args,
                 job.attempt,
