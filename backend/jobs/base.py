@@ -63,7 +63,7 @@ def resolve(path: str) -> JobFunction:
     function = getattr(module, name, None)
     if not inspect.iscoroutinefunction(function):
         raise ValueError(f"{path!r} does not name an async job function")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 class Jobs(ABC):
