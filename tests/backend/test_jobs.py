@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from rq import Queue
+from sqlalchemy import select
 
+from backend.email import service as email_service
+from backend.email.models import Email
+from backend.email.schemas import OutgoingEmail
 from backend.jobs import JobContext, LocalJobs, RedisJobs, RetryPolicy, make_jobs
 from backend.jobs.context import use_worker_settings
 from tests.support import jobs as test_jobs
@@ -190,3 +198,58 @@ async def test_rq_jobs_build_their_own_context_from_the_worker_settings(
         use_worker_settings(None)
         await jobs.stop()
     assert test_jobs.answers[name] == 42
+
+
+# --- turbokit worker ----------------------------------------------------------------------------
+
+
+def turbokit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "ENVIRONMENT": "development", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_worker_needs_redis_url_and_says_so(tmp_path: Path) -> None:
+    result = turbokit("worker", REDIS_URL="", DATA_DIR=str(tmp_path))
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.redis
+async def test_turbokit_worker_runs_what_the_app_enqueued(
+    app: FastAPI, redis_queue: str, tmp_path: Path
+) -> None:
+    """The real command, in its own process: it finds the job on Redis and delivers the email
+    (kept in the outbox: no RESEND_API_KEY)."""
+    settings = app.state.settings.model_copy(
+        update={"redis_url": REDIS_URL, "job_queue": redis_queue}
+    )
+    jobs = make_jobs(settings, app.state.db)
+    to = f"{key()}@example.com"
+    outgoing = OutgoingEmail(to=to, subject="Hi", text="Hi", idempotency_key=key())
+    async with app.state.db.write() as session:
+        email_id = await email_service.queue_email(session, jobs, outgoing)
+    await jobs.stop()
+    assert email_id is not None
+
+    result = await asyncio.to_thread(
+        turbokit,
+        "worker",
+        "--burst",
+        REDIS_URL=REDIS_URL,
+        JOB_QUEUE=redis_queue,
+        DATABASE_URL=settings.resolved_database_url,
+        DATA_DIR=str(tmp_path),
+        RESEND_API_KEY="",
+    )
+    assert result.returncode == 0, result.stderr
+    async with app.state.db.read() as session:
+        status = await session.scalar(select(Email.status).where(Email.id == email_id))
+    assert status == "logged"
