@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,12 +28,12 @@ log = logging.getLogger("turbokit.webhooks")
 DUPLICATE = "duplicate"
 
 
+@dataclass(frozen=True)
 class SvixHandling:
     """What a handler may use besides the session: settings and the job queue."""
 
-    def __init__(self, settings: Settings, jobs: Jobs) -> None:
-        self.settings = settings
-        self.jobs = jobs
+    settings: Settings
+    jobs: Jobs
 
 
 _Handler = Callable[[AsyncSession, SvixHandling, SvixEvent], Awaitable[bool]]
