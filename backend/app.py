@@ -22,7 +22,9 @@ from backend.billing.routes import router as billing_router
 from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
 from backend.completions.routes import router as completions_router
+from backend.email import service as email
 from backend.errors import install_error_handlers
+from backend.jobs import Jobs, LocalJobs, make_jobs
 from backend.middleware import RequestIdMiddleware
 from backend.projects.routes import router as projects_router
 from backend.ratelimit import make_limiter
@@ -66,12 +68,16 @@ def create_app(
         )
         if autumn is not None:
             autumn.start()
+        app.state.jobs = make_jobs(settings, db)
+        await app.state.jobs.start()
+        await _resume_outbox(app.state.jobs, db)
         _freeze_startup_heap()
         log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))
         try:
             yield
         finally:
             await app.state.runs.shutdown()
+            await app.state.jobs.stop()
             if app.state.autumn is not None:
                 await app.state.autumn.stop()
             aclose = getattr(app.state.verifier, "aclose", None)
@@ -97,6 +103,15 @@ def create_app(
     app.include_router(webhooks_router)
     _document_agents(app)
     return app
+
+
+async def _resume_outbox(jobs: Jobs, db: Database) -> None:
+    """In-process jobs die with their process: deliver what the outbox still holds. (On Redis
+    the queue outlives processes; `turbokit emails resume` covers an enqueue that failed there.)"""
+    if isinstance(jobs, LocalJobs):
+        resumed = await email.requeue(db, jobs)
+        if resumed:
+            log.info("resumed delivery of %d queued email(s)", resumed)
 
 
 _heap_frozen = False

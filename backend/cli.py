@@ -89,7 +89,28 @@ def _parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_token)
     _add_tools_command(commands)
     _add_chat_command(commands)
+    _add_job_commands(commands)
     return parser
+
+
+def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run background jobs from Redis (needs REDIS_URL)",
+        description="Run an rq worker on REDIS_URL, taking jobs from JOB_QUEUE (default "
+        "turbokit), with rq's scheduler for delayed retries. Without REDIS_URL, jobs run inside "
+        "`turbokit serve` and no worker is needed.",
+    )
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(handler=_worker)
+    emails = commands.add_parser("emails", help="email outbox operations")
+    actions = emails.add_subparsers(title="actions", metavar="ACTION", required=True)
+    resume = actions.add_parser(
+        "resume",
+        help="enqueue delivery of emails still queued (a lost job or a failed enqueue)",
+    )
+    resume.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
+    resume.set_defaults(handler=_emails_resume)
 
 
 TOOLS_HELP = """\
@@ -191,6 +212,53 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"applied {len(todo)} migration(s)" if todo else "database is up to date")
             return 0
         finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        print(
+            "turbokit worker: REDIS_URL is not set. Set it to run jobs on Redis; without it, "
+            "jobs run inside `turbokit serve` and no worker is needed.",
+            file=sys.stderr,
+        )
+        return 2
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from config.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    connection = Redis.from_url(settings.redis_url)
+    queue = Queue(settings.job_queue, connection=connection)
+    print(f"turbokit worker on queue {settings.job_queue!r}; stop with Ctrl+C", file=sys.stderr)
+    Worker([queue], connection=connection).work(with_scheduler=True, burst=args.burst)
+    return 0
+
+
+def _emails_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.email import service
+    from backend.jobs import make_jobs
+    from config.database import Database
+
+    async def run() -> int:
+        db = Database(settings)
+        jobs = make_jobs(settings, db)
+        try:
+            if not settings.redis_url:
+                print(
+                    "turbokit emails resume: REDIS_URL is not set; `turbokit serve` resumes "
+                    "the outbox itself when it starts",
+                    file=sys.stderr,
+                )
+                return 2
+            count = await service.requeue(db, jobs, args.limit)
+            print(f"enqueued delivery of {count} queued email(s)")
+            return 0
+        finally:
+            await jobs.stop()
             await db.dispose()
 
     return asyncio.run(run())

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Identity, TokenVerifier, bearer_token
 from backend.errors import AppError, unauthenticated
+from backend.jobs import Jobs
 from backend.users import service as users
 from backend.users.models import User
 from backend.users.service import Caller
@@ -47,7 +48,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             yield session
 
 
+async def get_jobs(request: Request) -> Jobs:
+    jobs: Jobs = request.app.state.jobs
+    return jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 

@@ -1,11 +1,13 @@
 """Every table, imported in one place so `Base.metadata` is complete for migrations and tests."""
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
+from backend.email.models import Email
 from backend.projects.models import Project
 from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
 __all__ = [
+    "Email",
     "LLMCall",
     "LedgerEntry",
     "Message",

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = None
     redis_url: str | None = None
+    job_queue: str = Field(default="turbokit", min_length=1)
+    """The rq queue jobs go to, with REDIS_URL set (`turbokit worker` takes jobs from it)."""
+    job_retries: int = Field(default=3, ge=0)
+    """How many times a failed job runs again."""
+    job_backoff_seconds: float = Field(default=10.0, ge=0)
+    """Wait before a job's first retry; each later retry waits four times longer."""
     log_level: str = "INFO"
     slow_query_ms: float = Field(default=200.0, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
@@ -77,6 +83,8 @@ class Settings(BaseSettings):
     resend_api_key: str | None = None
     resend_webhook_secret: str | None = None
     email_from: str = "TurboKit <noreply@example.com>"
+    resend_base_url: str = "https://api.resend.com"
+    """Resend's API; another URL reaches a stand-in (tests, a proxy)."""
     stripe_webhook_secret: str | None = None
     autumn_secret_key: str | None = None
     autumn_base_url: str | None = None

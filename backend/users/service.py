@@ -91,3 +91,65 @@ async def soft_delete(session: AsyncSession, user: User) -> None:
     user.deleted_at = utcnow()
     user.updated_at = user.deleted_at
     await session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What Clerk says about a user: it wins over what tokens said at first sight."""
+
+    clerk_id: str
+    email: str | None
+    name: str | None
+    image_url: str | None
+
+
+async def upsert_profile(session: AsyncSession, profile: Profile) -> tuple[User, bool]:
+    """Create or update the user with this Clerk id; True when this call created the row. A
+    soft-deleted user stays deleted (Clerk's events may arrive after its `user.deleted`)."""
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    now = utcnow()
+    statement = (
+        insert(User)
+        .values(
+            id=new_id("usr"),
+            clerk_id=profile.clerk_id,
+            email=profile.email,
+            name=profile.name,
+            image_url=profile.image_url,
+            plan="free",
+            credits=0,
+            onboarding_completed=False,
+            role="user",
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["clerk_id"])
+        .returning(User.id)
+    )
+    created = await session.scalar(statement) is not None
+    user = await get_by_clerk_id(session, profile.clerk_id)
+    assert user is not None
+    if created:
+        await billing.grant_monthly(session, user)  # as for a user first seen through a token
+    elif (user.email, user.name, user.image_url) != (
+        profile.email,
+        profile.name,
+        profile.image_url,
+    ):
+        user.email, user.name, user.image_url = profile.email, profile.name, profile.image_url
+        user.updated_at = now
+        await session.flush()
+    return user, created
+
+
+async def delete_by_clerk_id(session: AsyncSession, clerk_id: str) -> bool:
+    """Soft-delete the user with this Clerk id; False if already deleted. An unknown id leaves a
+    deleted row behind, so a `user.created` delivered late, or a token still in flight, cannot
+    bring the user back."""
+    user = await get_by_clerk_id(session, clerk_id)
+    if user is None:
+        user, _ = await upsert_profile(session, Profile(clerk_id, None, None, None))
+    if user.deleted_at is not None:
+        return False
+    await soft_delete(session, user)
+    return True

@@ -1,4 +1,5 @@
-"""Taking a Stripe event into account exactly once.
+"""Taking a Stripe event into account exactly once (and the shared `claim` the Svix-signed
+providers use too, see svix_events.py).
 
 The event's row in `webhook_events` is claimed first (an insert that does nothing on a repeated
 `(provider, event_id)`), then the effect is applied in the same transaction. A repeat delivery,
@@ -49,21 +50,26 @@ async def handle_event(session: AsyncSession, event: StripeEvent, payload: dict[
         return "duplicate"
     handler = _HANDLERS.get(event.type)
     outcome = APPLIED if handler is not None and await handler(session, event) else IGNORED
-    await session.execute(
-        update(WebhookEvent).where(WebhookEvent.id == row_id).values(outcome=outcome)
-    )
+    await record_outcome(session, row_id, outcome)
     log.info("stripe event %s (%s): %s", event.id, event.type, outcome)
     return outcome
 
 
 async def _claim(session: AsyncSession, event: StripeEvent, payload: dict[str, Any]) -> int | None:
+    return await claim(session, PROVIDER, event.id, event.type, payload)
+
+
+async def claim(
+    session: AsyncSession, provider: str, event_id: str, event_type: str, payload: dict[str, Any]
+) -> int | None:
+    """Record a delivery as received; its row id, or None when it was received before."""
     insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
     statement = (
         insert(WebhookEvent)
         .values(
-            provider=PROVIDER,
-            event_id=event.id,
-            type=event.type,
+            provider=provider,
+            event_id=event_id,
+            type=event_type,
             outcome=IGNORED,
             payload=payload,
             created_at=utcnow(),
@@ -72,6 +78,12 @@ async def _claim(session: AsyncSession, event: StripeEvent, payload: dict[str, A
         .returning(WebhookEvent.id)
     )
     return await session.scalar(statement)
+
+
+async def record_outcome(session: AsyncSession, row_id: int, outcome: str) -> None:
+    await session.execute(
+        update(WebhookEvent).where(WebhookEvent.id == row_id).values(outcome=outcome)
+    )
 
 
 async def _checkout_completed(session: AsyncSession, event: StripeEvent) -> bool:
