@@ -11,6 +11,7 @@ stream can only ever receive its own user's events; `presence:{room}` is one cha
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -64,7 +65,11 @@ def publish(
 def sse_frame(event_id: str, event: dict[str, Any]) -> bytes:
     """The event as a stream sends it: built once at publish time, relayed as bytes by every
     stream (orjson writes no newline, so the data stays one line)."""
-    return b"id: " + event_id.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    try:
+        data = orjson.dumps(event)
+    except TypeError:  # an integer beyond 64 bits (thread metadata may hold one)
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"id: " + event_id.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def owned_threads(conn: Connection, user_id: str, thread_ids: list[str]) -> set[str]:
