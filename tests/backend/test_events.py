@@ -347,3 +347,15 @@ async def test_an_event_published_by_one_process_reaches_a_stream_on_another(
     ]
     assert received[0]["data"] == project
     assert received[1]["data"]["name"] == "Ada"
+
+
+async def test_events_carry_integers_beyond_64_bits(
+    served: str, client: httpx.AsyncClient, users: Users
+) -> None:
+    me = users.headers()
+    async with listen(served, "threads", me) as stream:
+        created = await client.post("/v1/threads", headers=me, json={"metadata": {"n": 2**70}})
+        assert created.status_code == 201, created.text
+        event = await stream.event()
+
+    assert event["data"]["metadata"] == {"n": 2**70}
