@@ -24,8 +24,12 @@ from backend.chat.runs import RunManager
 from backend.completions.routes import router as completions_router
 from backend.email import service as email
 from backend.errors import install_error_handlers
+from backend.events import service as events
+from backend.events.broker import make_broker
+from backend.events.routes import router as events_router
 from backend.jobs import Jobs, LocalJobs, make_jobs
 from backend.middleware import RequestIdMiddleware
+from backend.presence.routes import router as presence_router
 from backend.projects.routes import router as projects_router
 from backend.ratelimit import make_limiter
 from backend.users.routes import router as users_router
@@ -54,6 +58,8 @@ def create_app(
             await migrations.upgrade(db)
         app.state.settings = settings
         app.state.db = db
+        app.state.events = make_broker(settings.redis_url)
+        events.install(db, app.state.events)
         app.state.verifier = make_verifier(settings)
         app.state.limiter = make_limiter(settings)
         app.state.agents = agents
@@ -78,6 +84,7 @@ def create_app(
         finally:
             await app.state.runs.shutdown()
             await app.state.jobs.stop()
+            await app.state.events.close()
             if app.state.autumn is not None:
                 await app.state.autumn.stop()
             aclose = getattr(app.state.verifier, "aclose", None)
@@ -101,6 +108,8 @@ def create_app(
     app.include_router(completions_router)
     app.include_router(billing_router)
     app.include_router(webhooks_router)
+    app.include_router(presence_router)
+    app.include_router(events_router)
     _document_agents(app)
     return app
 

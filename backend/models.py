@@ -2,6 +2,7 @@
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
 from backend.email.models import Email
+from backend.presence.models import Presence
 from backend.projects.models import Project
 from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
@@ -11,6 +12,7 @@ __all__ = [
     "LLMCall",
     "LedgerEntry",
     "Message",
+    "Presence",
     "Project",
     "Reservation",
     "Run",

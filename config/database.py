@@ -151,8 +151,15 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = _create_engine(self.url, settings)
         self._write_engine = _create_write_engine(self.url, settings, self.engine)
-        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = async_sessionmaker(self._write_engine, expire_on_commit=False)
+        self.session_info: dict[str, Any] = {}
+        """What every session's `info` starts with: app services that code holding only a
+        session needs after its commit (the event broker), set before the first session."""
+        self._read_sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info=self.session_info
+        )
+        self._write_sessions = async_sessionmaker(
+            self._write_engine, expire_on_commit=False, info=self.session_info
+        )
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer: asyncio.Task[Any] | None = None
         self._reader = _SQLiteReader(self.url, settings) if _is_sqlite_file(self.url) else None

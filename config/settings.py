@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     """USD per million prompt and completion tokens, for calls whose provider reported no cost
     (e.g. one cut short by a stop); JSON in MODEL_PRICES."""
     metrics_token: str | None = None
+
+    presence_ttl_seconds: float = Field(default=30.0, gt=0)
+    """A presence session is online while its last heartbeat is younger than this."""
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    """A comment line on a quiet `/v1/events` stream this often, so proxies keep it open."""
+    events_retry_ms: int = Field(default=3000, ge=0)
+    """The `retry:` an `EventSource` waits before reconnecting."""
+    events_stream_max_seconds: float = Field(default=3600.0, gt=0)
+    """A `/v1/events` stream ends after this long (the client reconnects, re-authenticating)."""
     tool_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Modules (`package.module` or `package.module:attribute`) that add tools and agents, for
     code that is not an installed package with a `turbokit.tools` entry point."""

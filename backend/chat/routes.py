@@ -29,6 +29,7 @@ from backend.chat.service import Turn
 from backend.chat.stream import stream_response
 from backend.deps import CurrentUser, DatabaseDep, SessionDep, SettingsDep
 from backend.errors import AppError, error_responses, validation_error
+from backend.events import service as events
 from backend.pagination import Page as ApiPage
 from backend.ratelimit import ChatRateLimit
 from backend.routing import TurboKitRoute
@@ -100,7 +101,9 @@ async def create_thread(
 ) -> ThreadPublic:
     if data.agent not in agents:
         raise validation_error(["body", "agent"], f"unknown agent; one of: {', '.join(agents)}")
-    return ThreadPublic.model_validate(await store.create_thread(session, user.id, data))
+    thread = ThreadPublic.model_validate(await store.create_thread(session, user.id, data))
+    events.thread_changed(session, "created", thread)
+    return thread
 
 
 @router.get("/v1/threads")
@@ -128,7 +131,10 @@ async def update_thread(
     thread = await store.update_thread(session, thread_id, user.id, data)
     if thread is None:
         raise AppError("NOT_FOUND", "Thread not found", 404)
-    return ThreadPublic.model_validate(thread)
+    public = ThreadPublic.model_validate(thread)
+    if data.model_fields_set:
+        events.thread_changed(session, "updated", public)
+    return public
 
 
 @router.delete("/v1/threads/{thread_id}", status_code=204, responses=OWNED)
@@ -142,6 +148,7 @@ async def delete_thread(
     elif active is not None:
         runs.stop(active.id)
     await store.delete_thread(session, thread.id, user.id)
+    events.thread_deleted(session, user.id, thread.id)
     return Response(status_code=204)
 
 

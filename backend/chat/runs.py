@@ -43,6 +43,7 @@ from backend.billing import service as billing
 from backend.chat import titles
 from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run, record_call
 from backend.chat.stream import Chunk, MessageBuilder, ui_chunks
+from backend.events import service as events
 from config.database import Database, after_commit, utcnow
 from config.settings import Settings
 from threads import store
@@ -242,7 +243,8 @@ class RunManager:
             return run
         log.warning("run %s was abandoned (its process stopped); ending it", run.id)
         error = RunError(code="INTERRUPTED", message="The server stopped during the run")
-        await store.mark_run_finished(session, run.id, RunStatus.failed, error=error)
+        if await store.mark_run_finished(session, run.id, RunStatus.failed, error=error):
+            events.run_finished(session, run.user_id, run.thread_id, run.id, "failed", None)
         await billing.release(session, run.id)
         return None
 
@@ -493,15 +495,22 @@ class RunManager:
                 await store.append_run_events(session, run.id, pending, first_seq=run_log.next_seq)
             if paused:
                 await store.mark_run_awaiting_approval(session, run.id)  # keeps its reservation
-            else:
-                await store.finish_run(
+            elif await store.finish_run(
+                session,
+                run.id,
+                outcome.status,
+                finish_reason=outcome.finish_reason,
+                error=outcome.error,
+                # A run that went on after approvals made calls before this executor.
+                usage=None if outcome.resumed else outcome.usage.totals(),
+            ):
+                events.run_finished(
                     session,
+                    run.user_id,
+                    run.thread_id,
                     run.id,
-                    outcome.status,
-                    finish_reason=outcome.finish_reason,
-                    error=outcome.error,
-                    # A run that went on after approvals made calls before this executor.
-                    usage=None if outcome.resumed else outcome.usage.totals(),
+                    outcome.status.value,
+                    outcome.finish_reason,
                 )
             following = await store.get_active_run(session, run.thread_id)
         run_log.persisted += len(pending)

@@ -20,12 +20,13 @@ from backend.billing import service as billing
 from backend.billing.plans import Plan, plan_for
 from backend.chat.schemas import ChatRequest, ClientMessage
 from backend.errors import AppError, not_found, validation_error
+from backend.events import service as events
 from backend.users.models import User
 from config.ids import new_id
 from config.settings import Settings
 from threads import store
 from threads.models import LLMCall, Message, Role, Run, RunStatus, Thread
-from threads.schemas import TextPart, ThreadCreate, validate_parts
+from threads.schemas import TextPart, ThreadCreate, ThreadPublic, validate_parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ async def chat_thread(session: AsyncSession, user_id: str, thread_id: str) -> Th
     thread = await store.get_or_create_thread(session, thread_id, user_id, ThreadCreate())
     if thread is None:
         raise not_found("Thread")
+    if store.created_in(session, thread.id):
+        events.thread_changed(session, "created", ThreadPublic.model_validate(thread))
     return thread
 
 
@@ -246,7 +249,8 @@ async def end_paused_run(session: AsyncSession, run: Run, reason: str, status: R
         parts = [_denied(part, reason) for part in message.parts]
         await store.replace_message(session, message.id, validate_parts(parts))
     await billing.release(session, run.id)
-    await store.mark_run_finished(session, run.id, status, finish_reason="tool-calls")
+    if await store.mark_run_finished(session, run.id, status, finish_reason="tool-calls"):
+        events.run_finished(session, run.user_id, run.thread_id, run.id, status.value, "tool-calls")
 
 
 def _denied(part: dict[str, Any], reason: str) -> dict[str, Any]:

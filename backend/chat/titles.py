@@ -15,6 +15,7 @@ from agent_core.llm.base import LLM, LLMRequest, complete
 from agent_core.llm.types import LLMError, SystemMessage, UserMessage
 from backend.billing import service as billing
 from backend.chat.service import record_call
+from backend.events import service as events
 from config.database import Database, after_commit
 from config.settings import Settings
 from threads.models import Message, Role, Run, Thread
@@ -60,11 +61,14 @@ async def write_title(
     title = clean_title(response.text or "")
     async with db.write() as session:
         if title:
-            await session.execute(
+            titled = await session.execute(
                 update(Thread)
                 .where(Thread.id == run.thread_id, Thread.title.is_(None))
                 .values(title=title)
+                .returning(Thread.id)
             )
+            if titled.first() is not None:
+                events.thread_titled(session, run.user_id, run.thread_id, title)
         latency_ms = (time.perf_counter() - started) * 1000
         call = await record_call(session, run, response.usage, latency_ms)
         await billing.settle_call(session, run, call, settings)

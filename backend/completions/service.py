@@ -24,10 +24,11 @@ from backend.completions.schemas import (
     FinishReason,
 )
 from backend.errors import AppError, validation_error
+from backend.events import service as events
 from config.database import Database
 from threads import store
 from threads.models import Role, Run, RunStatus, Thread
-from threads.schemas import TextPart, ThreadCreate
+from threads.schemas import TextPart, ThreadCreate, ThreadPublic
 
 THREAD_HEADER = "X-Thread-Id"
 
@@ -158,6 +159,7 @@ async def _new_thread(
 ) -> Thread:
     data = ThreadCreate(agent=agent.name, metadata=dict(request.metadata or {}))
     thread = await store.create_thread(session, user_id, data)
+    events.thread_changed(session, "created", ThreadPublic.model_validate(thread))
     for message in request.messages[:-1]:
         if message.role in (Role.user, Role.assistant) and message.text.strip():
             parts = [TextPart(text=message.text)]

@@ -15,9 +15,10 @@ from sqlalchemy import Select, Table, bindparam, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.events import service as events
 from backend.pagination import PageParams, next_cursor
 from backend.projects.models import Project
-from backend.projects.schemas import ProjectCreate, ProjectStatus, ProjectUpdate
+from backend.projects.schemas import ProjectCreate, ProjectPublic, ProjectStatus, ProjectUpdate
 from config.database import row_dicts, utcnow
 from config.ids import new_id
 
@@ -47,6 +48,7 @@ async def create(session: AsyncSession, user_id: str, data: ProjectCreate) -> Pr
         "updated_at": now,
     }
     await session.execute(_INSERT, row)
+    events.project_changed(session, "created", ProjectPublic.model_validate(row))
     return row
 
 
@@ -90,12 +92,15 @@ async def update(session: AsyncSession, project: Project, changes: ProjectUpdate
     if data:
         project.updated_at = utcnow()
     await session.flush()
+    if data:
+        events.project_changed(session, "updated", ProjectPublic.model_validate(project))
     return project
 
 
 async def delete(session: AsyncSession, project: Project) -> None:
     await session.delete(project)
     await session.flush()
+    events.project_deleted(session, project.user_id, project.id)
 
 
 def search(

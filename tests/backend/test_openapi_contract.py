@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from fastapi import FastAPI
 
+from backend.app import create_app
 from tests.conftest import Users
 from tests.support.scripted_provider import ScriptedProvider
 from tests.support.servers import serve
@@ -31,7 +32,10 @@ SEMANTIC = (
 
 @pytest.fixture
 async def served(chat_app: FastAPI) -> AsyncIterator[str]:
-    async with serve(chat_app) as url:
+    """The chat app's settings, with `/v1/events` streams short enough to be read to the end."""
+    settings = chat_app.state.settings.model_copy(update={"events_stream_max_seconds": 0.2})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), serve(app) as url:
         yield url
 
 
