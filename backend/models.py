@@ -2,6 +2,7 @@
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
 from backend.projects.models import Project
+from backend.uploads.models import Upload
 from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
@@ -14,6 +15,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "Thread",
+    "Upload",
     "UsageDaily",
     "UsageEvent",
     "User",

@@ -39,6 +39,7 @@ from agent_core.events import (
 )
 from agent_core.llm.base import LLM
 from agent_core.loop import Decision, run_agent, run_decided_calls
+from backend import metrics
 from backend.billing import service as billing
 from backend.chat import titles
 from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run, record_call
@@ -231,6 +232,8 @@ class RunManager:
         run_log = self.open(run)
         task = asyncio.create_task(self._execute(run, run_log, history), name=f"run {run.id}")
         self._tasks[run.id] = task
+        metrics.ACTIVE_RUNS.inc()
+        task.add_done_callback(lambda _: metrics.ACTIVE_RUNS.dec())
         task.add_done_callback(lambda done: self._forget(run.id, done))
         return run_log
 
@@ -242,7 +245,8 @@ class RunManager:
             return run
         log.warning("run %s was abandoned (its process stopped); ending it", run.id)
         error = RunError(code="INTERRUPTED", message="The server stopped during the run")
-        await store.mark_run_finished(session, run.id, RunStatus.failed, error=error)
+        if await store.mark_run_finished(session, run.id, RunStatus.failed, error=error):
+            after_commit(session, lambda: metrics.observe_run_end(RunStatus.failed))
         await billing.release(session, run.id)
         return None
 
@@ -493,16 +497,16 @@ class RunManager:
                 await store.append_run_events(session, run.id, pending, first_seq=run_log.next_seq)
             if paused:
                 await store.mark_run_awaiting_approval(session, run.id)  # keeps its reservation
-            else:
-                await store.finish_run(
-                    session,
-                    run.id,
-                    outcome.status,
-                    finish_reason=outcome.finish_reason,
-                    error=outcome.error,
-                    # A run that went on after approvals made calls before this executor.
-                    usage=None if outcome.resumed else outcome.usage.totals(),
-                )
+            elif await store.finish_run(
+                session,
+                run.id,
+                outcome.status,
+                finish_reason=outcome.finish_reason,
+                error=outcome.error,
+                # A run that went on after approvals made calls before this executor.
+                usage=None if outcome.resumed else outcome.usage.totals(),
+            ):
+                after_commit(session, lambda: metrics.observe_run_end(outcome.status))
             following = await store.get_active_run(session, run.thread_id)
         run_log.persisted += len(pending)
         return following
