@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -23,15 +23,18 @@ from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
 from backend.completions.routes import router as completions_router
 from backend.email import service as email
-from backend.errors import install_error_handlers
+from backend.errors import error_responses, install_error_handlers
 from backend.events import service as events
 from backend.events.broker import make_broker
 from backend.events.routes import router as events_router
 from backend.jobs import Jobs, LocalJobs, make_jobs
+from backend.metrics import METRICS_DOC, metrics
 from backend.middleware import RequestIdMiddleware
 from backend.presence.routes import router as presence_router
 from backend.projects.routes import router as projects_router
 from backend.ratelimit import make_limiter
+from backend.storage import make_storage
+from backend.uploads.routes import router as uploads_router
 from backend.users.routes import router as users_router
 from backend.webhooks.routes import router as webhooks_router
 from config.database import Database
@@ -62,6 +65,7 @@ def create_app(
         events.install(db, app.state.events)
         app.state.verifier = make_verifier(settings)
         app.state.limiter = make_limiter(settings)
+        app.state.storage = make_storage(settings)
         app.state.agents = agents
         autumn = AutumnSync(db, settings) if settings.autumn_secret_key else None
         app.state.autumn = autumn
@@ -102,6 +106,14 @@ def create_app(
     install_error_handlers(app)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], responses=_READY_DOC)
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        tags=["operations"],
+        response_class=Response,
+        responses={**METRICS_DOC, **error_responses(401)},
+    )
     app.include_router(users_router)
     app.include_router(projects_router)
     app.include_router(chat_router)
@@ -110,6 +122,7 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(presence_router)
     app.include_router(events_router)
+    app.include_router(uploads_router)
     _document_agents(app)
     return app
 

@@ -1,4 +1,5 @@
-"""Request ids and access logs as plain ASGI middleware (no per-request task or body copy)."""
+"""Request ids, access logs and request metrics as plain ASGI middleware (no per-request task or
+body copy)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.metrics import observe_request
 from config.logging import request_id_var
 
 log = logging.getLogger("turbokit.access")
@@ -25,7 +27,8 @@ def _new_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Takes a sane incoming `X-Request-ID` or makes one, echoes it, logs one line a request."""
+    """Takes a sane incoming `X-Request-ID` or makes one, echoes it, logs one line a request and
+    counts it in the metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,7 +55,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            observe_request(scope, status, elapsed)
+            elapsed_ms = elapsed * 1000
             log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed_ms)
             request_id_var.reset(token)
 

@@ -4,6 +4,7 @@ from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEv
 from backend.email.models import Email
 from backend.presence.models import Presence
 from backend.projects.models import Project
+from backend.uploads.models import Upload
 from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
@@ -18,6 +19,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "Thread",
+    "Upload",
     "UsageDaily",
     "UsageEvent",
     "User",

@@ -95,7 +95,11 @@ class Settings(BaseSettings):
     r2_secret_access_key: str | None = None
     r2_bucket_name: str | None = None
     r2_endpoint_url: str | None = None
+    r2_region: str = "auto"
+    """The signing region: R2 takes "auto"; AWS S3 needs the bucket's region."""
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    upload_url_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    """How long a presigned download URL (R2/S3) stays valid."""
 
     credits_per_usd: int = Field(default=1000, gt=0)
     model_prices: dict[str, tuple[float, float]] = Field(

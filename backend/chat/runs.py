@@ -39,6 +39,7 @@ from agent_core.events import (
 )
 from agent_core.llm.base import LLM
 from agent_core.loop import Decision, run_agent, run_decided_calls
+from backend import metrics
 from backend.billing import service as billing
 from backend.chat import titles
 from backend.chat.service import HISTORY_MESSAGES, SUPERSEDED, end_paused_run, record_call
@@ -232,6 +233,8 @@ class RunManager:
         run_log = self.open(run)
         task = asyncio.create_task(self._execute(run, run_log, history), name=f"run {run.id}")
         self._tasks[run.id] = task
+        metrics.ACTIVE_RUNS.inc()
+        task.add_done_callback(lambda _: metrics.ACTIVE_RUNS.dec())
         task.add_done_callback(lambda done: self._forget(run.id, done))
         return run_log
 
@@ -245,6 +248,7 @@ class RunManager:
         error = RunError(code="INTERRUPTED", message="The server stopped during the run")
         if await store.mark_run_finished(session, run.id, RunStatus.failed, error=error):
             events.run_finished(session, run.user_id, run.thread_id, run.id, "failed", None)
+            after_commit(session, lambda: metrics.observe_run_end(RunStatus.failed))
         await billing.release(session, run.id)
         return None
 
@@ -512,6 +516,7 @@ class RunManager:
                     outcome.status.value,
                     outcome.finish_reason,
                 )
+                after_commit(session, lambda: metrics.observe_run_end(outcome.status))
             following = await store.get_active_run(session, run.thread_id)
         run_log.persisted += len(pending)
         return following

@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_core.agent import Agent
 from agent_core.llm.types import LLMUsage
+from backend import metrics
 from backend.billing import service as billing
 from backend.billing.plans import Plan, plan_for
 from backend.chat.schemas import ChatRequest, ClientMessage
 from backend.errors import AppError, not_found, validation_error
 from backend.events import service as events
 from backend.users.models import User
+from config.database import after_commit
 from config.ids import new_id
 from config.settings import Settings
 from threads import store
@@ -41,8 +43,9 @@ class Turn:
 async def record_call(
     session: AsyncSession, run: Run, usage: LLMUsage, latency_ms: float
 ) -> LLMCall:
-    """One of the run's LLM calls as the provider reported it, ready to be billed."""
-    return await store.record_llm_call(
+    """One of the run's LLM calls as the provider reported it, ready to be billed; it counts in
+    the metrics once the session commits."""
+    call = await store.record_llm_call(
         session,
         run,
         model=usage.model or run.model,
@@ -54,6 +57,13 @@ async def record_call(
         latency_ms=round(latency_ms),
         generation_id=usage.generation_id,
     )
+    after_commit(
+        session,
+        lambda: metrics.observe_llm_call(
+            call.model, call.prompt_tokens, call.completion_tokens, call.cost_usd
+        ),
+    )
+    return call
 
 
 def require_llm(settings: Settings) -> None:
@@ -251,6 +261,7 @@ async def end_paused_run(session: AsyncSession, run: Run, reason: str, status: R
     await billing.release(session, run.id)
     if await store.mark_run_finished(session, run.id, status, finish_reason="tool-calls"):
         events.run_finished(session, run.user_id, run.thread_id, run.id, status.value, "tool-calls")
+        after_commit(session, lambda: metrics.observe_run_end(status))
 
 
 def _denied(part: dict[str, Any], reason: str) -> dict[str, Any]:
