@@ -261,6 +261,27 @@ async def retry(session: AsyncSession, jobs: Jobs, run_id: str) -> bool:
     return True
 
 
+async def requeue(db: Database, jobs: Jobs, limit: int = 500) -> int:
+    """Enqueue the runs whose job was lost with a stopped process: queued ones, and running ones
+    whose lease has expired (their execution died), oldest first, at most `limit` of each."""
+    now = utcnow()
+    stalled = runs.c.lease_until.is_(None) | (runs.c.lease_until < now)
+    ids: list[str] = []
+    async with db.read() as session:
+        for status, condition in (
+            (RunStatus.queued, None),
+            (RunStatus.running, stalled),
+        ):
+            query = select(runs.c.id).where(runs.c.status == status.value)
+            if condition is not None:
+                query = query.where(condition)
+            query = query.order_by(runs.c.created_at).limit(limit)
+            ids.extend(await session.scalars(query))
+    for run_id in ids:
+        await jobs.enqueue(EXECUTE_JOB, run_id)
+    return len(ids)
+
+
 # --- executing ------------------------------------------------------------------------------
 
 

@@ -288,6 +288,34 @@ async def test_an_execution_that_lost_its_lease_runs_and_saves_nothing_more(
     assert (run.status, run.result, run.attempts) == ("completed", "done", 2)
 
 
+async def test_runs_whose_job_was_lost_are_found_again_at_startup(wf_app: FastAPI) -> None:
+    db, settings = wf_app.state.db, wf_app.state.settings
+    lost = await start(wf_app, "test_slow", new_key(), RecordingJobs())  # its job never ran
+    key = new_key()
+    pause = pauses[key] = asyncio.Event()
+    died = await start(wf_app, "test_pausing", key, RecordingJobs())
+    execution = asyncio.create_task(service.execute(db, settings, died))
+    await until(lambda: key not in pauses)
+
+    found = RecordingJobs()
+    await service.requeue(db, found)
+    assert (service.EXECUTE_JOB, (lost,)) in found.enqueued
+    assert (service.EXECUTE_JOB, (died,)) not in found.enqueued  # its execution is alive
+
+    execution.cancel()  # the process dies; later its lease has expired
+    await asyncio.gather(execution, return_exceptions=True)
+    async with db.write() as session:
+        await session.execute(
+            update(WorkflowRun).where(WorkflowRun.id == died).values(lease_until=utcnow())
+        )
+    found = RecordingJobs()
+    await service.requeue(db, found)
+    assert (service.EXECUTE_JOB, (died,)) in found.enqueued
+    pause.set()
+    for run_id in (lost, died):
+        assert await service.execute(db, settings, run_id) == "completed"
+
+
 async def test_a_start_with_a_used_idempotency_key_returns_the_same_run(wf_app: FastAPI) -> None:
     jobs = RecordingJobs()
     key = new_key()
