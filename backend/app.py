@@ -37,6 +37,7 @@ from backend.storage import make_storage
 from backend.uploads.routes import router as uploads_router
 from backend.users.routes import router as users_router
 from backend.webhooks.routes import router as webhooks_router
+from backend.workflows import service as workflows
 from config.database import Database
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -128,12 +129,16 @@ def create_app(
 
 
 async def _resume_outbox(jobs: Jobs, db: Database) -> None:
-    """In-process jobs die with their process: deliver what the outbox still holds. (On Redis
-    the queue outlives processes; `turbokit emails resume` covers an enqueue that failed there.)"""
+    """In-process jobs die with their process: deliver what the outbox still holds, and go on
+    with unfinished workflow runs. (On Redis the queue outlives processes; `turbokit emails
+    resume` and `turbokit workflows retry` cover an enqueue that failed there.)"""
     if isinstance(jobs, LocalJobs):
         resumed = await email.requeue(db, jobs)
         if resumed:
             log.info("resumed delivery of %d queued email(s)", resumed)
+        runs = await workflows.requeue(db, jobs)
+        if runs:
+            log.info("resumed %d unfinished workflow run(s)", runs)
 
 
 _heap_frozen = False

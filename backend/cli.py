@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tools_command(commands)
     _add_chat_command(commands)
     _add_job_commands(commands)
+    _add_workflow_commands(commands)
     return parser
 
 
@@ -111,6 +112,38 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     resume.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
     resume.set_defaults(handler=_emails_resume)
+
+
+WORKFLOW_STATUSES = ("queued", "running", "completed", "failed")
+
+
+def _add_workflow_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    workflows = commands.add_parser("workflows", help="durable workflow runs and their steps")
+    actions = workflows.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the newest runs")
+    listing.add_argument("--status", choices=WORKFLOW_STATUSES, help="only runs in this status")
+    listing.add_argument(
+        "--limit", type=_positive, default=50, help="at most this many (default 50)"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON for machines")
+    listing.set_defaults(handler=_workflows_list)
+    show = actions.add_parser("show", help="one run and its steps")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print JSON for machines")
+    show.set_defaults(handler=_workflows_show)
+    retry = actions.add_parser(
+        "retry",
+        help="run a failed run again (or one whose process died); completed steps stay done",
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.set_defaults(handler=_workflows_retry)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return number
 
 
 TOOLS_HELP = """\
@@ -262,6 +295,145 @@ def _emails_resume(args: argparse.Namespace, settings: Settings) -> int:
             await db.dispose()
 
     return asyncio.run(run())
+
+
+def _with_database(settings: Settings, work: Callable[[Any], Any]) -> int:
+    """Run `work(db)` (a coroutine function) against the configured database."""
+    from config.database import Database
+
+    async def run() -> int:
+        db = Database(settings)
+        try:
+            result: int = await work(db)
+            return result
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _workflows_list(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.workflows import service
+
+    async def work(db: Any) -> int:
+        rows = await service.list_runs(db, args.status, args.limit)
+        if args.json:
+            print(json.dumps([_run_json(row) for row in rows], indent=2))
+            return 0
+        if not rows:
+            print("no workflow runs")
+            return 0
+        table = [["ID", "NAME", "STATUS", "ATTEMPTS", "CREATED", "ERROR"]]
+        for row in rows:
+            created = service.iso(row["created_at"]) or ""
+            error = (row["error"] or "")[:60]
+            table.append(
+                [row["id"], row["name"], row["status"], str(row["attempts"]), created, error]
+            )
+        print(_table(table))
+        return 0
+
+    return _with_database(settings, work)
+
+
+def _workflows_show(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.workflows import service
+
+    async def work(db: Any) -> int:
+        view = await service.get_run(db, args.run_id)
+        if view is None:
+            print(f"turbokit workflows show: no run {args.run_id!r}", file=sys.stderr)
+            return 1
+        data = {**_run_json(view.run), "steps": [_step_json(step) for step in view.steps]}
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return 0
+        for key in ("id", "name", "status", "attempts", "args", "idempotency_key", "error"):
+            value = data[key]
+            print(f"{key + ':':<17}{json.dumps(value) if key == 'args' else value}")
+        for key in ("created_at", "started_at", "finished_at"):
+            print(f"{key + ':':<17}{data[key] or '-'}")
+        if data["result"] is not None:
+            print(f"{'result:':<17}{json.dumps(data['result'])}")
+        table = [["#", "STEP", "STATUS", "ATTEMPTS", "FINISHED", "RESULT / ERROR"]]
+        for step in data["steps"]:
+            outcome = step["error"] if step["error"] else json.dumps(step["result"])
+            table.append(
+                [
+                    str(step["ordinal"]),
+                    step["name"],
+                    step["status"],
+                    str(step["attempts"]),
+                    step["finished_at"] or "-",
+                    outcome[:60],
+                ]
+            )
+        print()
+        print(_table(table) if data["steps"] else "no steps run yet")
+        return 0
+
+    return _with_database(settings, work)
+
+
+def _workflows_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.jobs import LocalJobs, make_jobs
+    from backend.workflows import service
+
+    async def work(db: Any) -> int:
+        jobs = make_jobs(settings, db)
+        await jobs.start()
+        try:
+            async with db.write() as session:
+                retried = await service.retry(session, jobs, args.run_id)
+            if not retried:
+                print(
+                    f"turbokit workflows retry: {args.run_id!r} is not a failed or stalled run",
+                    file=sys.stderr,
+                )
+                return 1
+            if not isinstance(jobs, LocalJobs):
+                await jobs.settle()
+                print(f"run {args.run_id} queued again for `turbokit worker`")
+                return 0
+            # No shared queue (REDIS_URL unset): run it here, with the usual retries.
+            await jobs.wait_idle()
+            view = await service.get_run(db, args.run_id)
+            status = view.run["status"] if view else "gone"
+            print(f"run {args.run_id}: {status}")
+            return 0 if status == "completed" else 1
+        finally:
+            await jobs.stop()
+
+    return _with_database(settings, work)
+
+
+def _run_json(row: dict[str, Any]) -> dict[str, Any]:
+    from backend.workflows.service import iso
+
+    hidden = ("lease_owner", "lease_until")
+    return {
+        key: iso(value) if key.endswith("_at") else value
+        for key, value in row.items()
+        if key not in hidden
+    }
+
+
+def _step_json(row: dict[str, Any]) -> dict[str, Any]:
+    from backend.workflows.service import iso
+
+    return {
+        key: iso(value) if key.endswith("_at") else value
+        for key, value in row.items()
+        if key != "run_id"
+    }
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ from backend.presence.models import Presence
 from backend.projects.models import Project
 from backend.uploads.models import Upload
 from backend.users.models import User
+from backend.workflows.models import WorkflowRun, WorkflowStep
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "UsageEvent",
     "User",
     "WebhookEvent",
+    "WorkflowRun",
+    "WorkflowStep",
 ]

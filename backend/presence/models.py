@@ -19,6 +19,7 @@ class Presence(Base):
     __table_args__ = (
         Index("ix_presence_room_last_seen", "room", "last_seen"),  # a room's live rows
         Index("ix_presence_last_seen", "last_seen"),  # the stalest rows, to prune
+        Index("ix_presence_user_id", "user_id"),  # a deleted account's sessions
     )
 
     room: Mapped[str] = mapped_column(String(100), primary_key=True)

@@ -91,6 +91,22 @@ async def leave(
     return await _online(session, room, ttl)
 
 
+async def remove_user(session: AsyncSession, user_id: str) -> int:
+    """End every session of the user in every room (a deleted account), each a `left` event;
+    how many there were. Idempotent."""
+    gone = await session.execute(
+        delete(presence)
+        .where(presence.c.user_id == user_id)
+        .returning(presence.c.room, presence.c.session_id)
+    )
+    removed = 0
+    for room, session_id in gone.all():
+        left = {"user_id": user_id, "session_id": session_id, "reason": "left"}
+        events.presence_changed(session, room, "left", [left])
+        removed += 1
+    return removed
+
+
 async def _online(session: AsyncSession, room: str, ttl: float) -> list[Entry]:
     connection = await session.connection()
     return await connection.run_sync(online, room, ttl)

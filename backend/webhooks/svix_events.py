@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.email import service as email
 from backend.jobs import Jobs
 from backend.users import service as users
+from backend.users.deletion import start_account_deletion
 from backend.users.models import User
 from backend.webhooks.clerk import ClerkUser
 from backend.webhooks.service import APPLIED, IGNORED, claim, record_outcome
@@ -76,12 +77,19 @@ async def _user_created(session: AsyncSession, handling: SvixHandling, event: Sv
     return True
 
 
-async def _user_deleted(session: AsyncSession, _handling: SvixHandling, event: SvixEvent) -> bool:
+async def _user_deleted(session: AsyncSession, handling: SvixHandling, event: SvixEvent) -> bool:
+    """Soft-delete the user at once (their tokens stop working), then clean up what they left
+    (runs, uploads, presence) in the `delete_account` workflow, started once per user."""
     clerk_id = event.data.get("id")
     if not isinstance(clerk_id, str) or not clerk_id or len(clerk_id) > 255 or "\x00" in clerk_id:
         log.warning("clerk user.deleted without a usable user id")
         return False
-    return await users.delete_by_clerk_id(session, clerk_id)
+    if not await users.delete_by_clerk_id(session, clerk_id):
+        return False
+    user = await users.get_by_clerk_id(session, clerk_id)
+    assert user is not None
+    await start_account_deletion(session, handling.jobs, user.id)
+    return True
 
 
 async def _welcome(session: AsyncSession, handling: SvixHandling, user: User) -> None:
