@@ -1,6 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete for migrations and tests."""
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
+from backend.crons.models import CronState
 from backend.email.models import Email
 from backend.presence.models import Presence
 from backend.projects.models import Project
@@ -9,6 +10,7 @@ from backend.users.models import User
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
 __all__ = [
+    "CronState",
     "Email",
     "LLMCall",
     "LedgerEntry",
