@@ -304,7 +304,7 @@ def _crons_list(args: argparse.Namespace, settings: Settings) -> int:
             rows = {row.name: row for row in await service.states(db)}
         finally:
             await db.dispose()
-        print(f"{'NAME':<22} {'SCHEDULE':<12} {'LAST RUN':<27} {'NEXT DUE':<20} LAST STATUS")
+        print(f"{'NAME':<22} {'SCHEDULE':<12} {'LAST RUN':<30} {'NEXT DUE':<20} LAST STATUS")
         for cron in CRONS:
             row = rows.get(cron.name)
             last = next_at = status = "-"
@@ -315,7 +315,7 @@ def _crons_list(args: argparse.Namespace, settings: Settings) -> int:
                     last = f"{_when(row.last_started_at)} ({row.last_duration_ms or 0:.0f} ms)"
                 if row.last_result:
                     status = f"{status}: {row.last_result}"
-            print(f"{cron.name:<22} {cron.schedule_text:<12} {last:<27} {next_at:<20} {status}")
+            print(f"{cron.name:<22} {cron.schedule_text:<12} {last:<30} {next_at:<20} {status}")
         return 0
 
     return asyncio.run(run())

@@ -33,6 +33,14 @@ async def states(db: Database) -> list[CronState]:
         return list(await session.scalars(select(CronState).order_by(CronState.name)))
 
 
+async def due(db: Database, now: datetime) -> set[str]:
+    """Names of the crons due at `now` (claiming decides which process runs them)."""
+    async with db.read() as session:
+        return set(
+            await session.scalars(select(CronState.name).where(CronState.next_due_at <= now))
+        )
+
+
 async def register(db: Database, crons: tuple[Cron, ...], now: datetime) -> None:
     """Give every cron its row (first due as `first_due` says), and recompute the next due time
     of a cron whose schedule changed since its row was written."""

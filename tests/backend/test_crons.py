@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 
 from backend.billing import service as billing
 from backend.crons import CRONS, Cron, Scheduler, find, next_due
+from backend.crons import service as cron_service
 from backend.crons.models import CronState
 from backend.crons.scheduler import RUN_JOB
 from backend.email.models import Email
@@ -85,9 +86,7 @@ async def run_now(app: FastAPI, local: LocalJobs, name: str) -> CronState:
 @pytest.fixture(autouse=True)
 async def registered(app: FastAPI) -> None:
     """The product's crons have their rows (as a server's first tick makes them)."""
-    from backend.crons import service
-
-    await service.register(app.state.db, CRONS, datetime.now(UTC))
+    await cron_service.register(app.state.db, CRONS, datetime.now(UTC))
 
 
 # --- schedules -----------------------------------------------------------------------------------
