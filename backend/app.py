@@ -22,6 +22,7 @@ from backend.billing.routes import router as billing_router
 from backend.chat.routes import router as chat_router
 from backend.chat.runs import RunManager
 from backend.completions.routes import router as completions_router
+from backend.crons import Scheduler
 from backend.email import service as email
 from backend.errors import error_responses, install_error_handlers
 from backend.events import service as events
@@ -82,11 +83,15 @@ def create_app(
         app.state.jobs = make_jobs(settings, db)
         await app.state.jobs.start()
         await _resume_outbox(app.state.jobs, db)
+        app.state.crons = Scheduler(db, app.state.jobs, settings.crons_tick_seconds)
+        if settings.crons_enabled:
+            app.state.crons.start()
         _freeze_startup_heap()
         log.info("TurboKit ready (%s, database %s)", settings.environment, _safe_url(db.url))
         try:
             yield
         finally:
+            await app.state.crons.stop()
             await app.state.runs.shutdown()
             await app.state.jobs.stop()
             await app.state.events.close()

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -18,6 +18,7 @@ from config.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from backend.plugins import Catalogue
+    from config.database import Database
 
 EPILOG = """\
 first steps:
@@ -112,6 +113,22 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     resume.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
     resume.set_defaults(handler=_emails_resume)
+    _add_cron_commands(commands)
+
+
+def _add_cron_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    crons = commands.add_parser(
+        "crons",
+        help="list the crons, or run one now",
+        description="Crons run inside `turbokit serve` (CRONS_ENABLED), each due tick once "
+        "across every server process; with REDIS_URL they run on `turbokit worker`.",
+    )
+    actions = crons.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="name, schedule, last run, next due, last status")
+    listing.set_defaults(handler=_crons_list)
+    run = actions.add_parser("run", help="run one cron now, in the foreground")
+    run.add_argument("name", metavar="NAME", help="the cron (see `turbokit crons list`)")
+    run.set_defaults(handler=_crons_run)
 
 
 WORKFLOW_STATUSES = ("queued", "running", "completed", "failed")
@@ -312,6 +329,46 @@ def _with_database(settings: Settings, work: Callable[[Any], Any]) -> int:
     return asyncio.run(run())
 
 
+async def _cron_database(settings: Settings) -> Database:
+    """The database, migrated first when it is the embedded SQLite (as `serve` would), with
+    every cron's row."""
+    from backend import migrations
+    from backend.crons import CRONS, service
+    from config.database import Database, utcnow
+
+    db = Database(settings)
+    if db.is_sqlite:
+        await migrations.upgrade(db)
+    await service.register(db, CRONS, utcnow())
+    return db
+
+
+def _crons_list(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.crons import CRONS, service
+
+    async def run() -> int:
+        db = await _cron_database(settings)
+        try:
+            rows = {row.name: row for row in await service.states(db)}
+        finally:
+            await db.dispose()
+        print(f"{'NAME':<22} {'SCHEDULE':<12} {'LAST RUN':<30} {'NEXT DUE':<20} LAST STATUS")
+        for cron in CRONS:
+            row = rows.get(cron.name)
+            last = next_at = status = "-"
+            if row is not None:
+                next_at = _when(row.next_due_at)
+                status = row.last_status or "-"
+                if row.last_started_at is not None:
+                    last = f"{_when(row.last_started_at)} ({row.last_duration_ms or 0:.0f} ms)"
+                if row.last_result:
+                    status = f"{status}: {row.last_result}"
+            print(f"{cron.name:<22} {cron.schedule_text:<12} {last:<30} {next_at:<20} {status}")
+        return 0
+
+    return asyncio.run(run())
+
+
 def _workflows_list(args: argparse.Namespace, settings: Settings) -> int:
     from backend.workflows import service
 
@@ -434,6 +491,34 @@ def _table(rows: list[list[str]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _crons_run(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.crons import CRONS, find, service
+    from backend.jobs import JobContext
+    from backend.jobs import context as job_contexts
+
+    cron = find(args.name)
+    if cron is None:
+        names = ", ".join(c.name for c in CRONS)
+        print(f"turbokit crons run: no cron named {args.name!r} (crons: {names})", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        db = await _cron_database(settings)
+        job_contexts.enter(JobContext(settings, db))
+        try:
+            ok, account = await service.run(db, cron.name, cron.job)
+        finally:
+            await db.dispose()
+        print(f"{cron.name}: {account}" if ok else f"{cron.name} failed: {account}")
+        return 0 if ok else 1
+
+    return asyncio.run(run())
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:

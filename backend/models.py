@@ -1,6 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete for migrations and tests."""
 
 from backend.billing.models import LedgerEntry, Reservation, UsageDaily, UsageEvent, WebhookEvent
+from backend.crons.models import CronState
 from backend.email.models import Email
 from backend.presence.models import Presence
 from backend.projects.models import Project
@@ -10,6 +11,7 @@ from backend.workflows.models import WorkflowRun, WorkflowStep
 from threads.models import LLMCall, Message, Run, RunEvent, Thread
 
 __all__ = [
+    "CronState",
     "Email",
     "LLMCall",
     "LedgerEntry",

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     """How many times a failed job runs again."""
     job_backoff_seconds: float = Field(default=10.0, ge=0)
     """Wait before a job's first retry; each later retry waits four times longer."""
+    crons_enabled: bool = True
+    """Run the cron scheduler inside `turbokit serve`; off for tests, or where another
+    deployment's servers run it."""
+    crons_tick_seconds: float = Field(default=5.0, gt=0)
+    """How often the scheduler looks for due crons."""
     log_level: str = "INFO"
     slow_query_ms: float = Field(default=200.0, ge=0)
     db_pool_size: int = Field(default=10, ge=1)

@@ -34,6 +34,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "data_dir": data_dir,
         "database_url": database_url,
         "log_level": "WARNING",
+        "crons_enabled": False,  # tests tick their own schedulers
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

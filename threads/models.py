@@ -142,6 +142,8 @@ class Run(Base):
         # Finds a thread's active run; a thread has few runs, so no partial index is needed (a
         # partial one would also need the same literal predicate in every query to be used).
         Index("ix_runs_thread_id_status", "thread_id", "status"),
+        # The oldest active runs of all threads, which a cron checks for abandoned ones.
+        Index("ix_runs_status_created_at", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(

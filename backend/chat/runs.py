@@ -196,6 +196,32 @@ def decisions(parts: list[dict[str, Any]]) -> list[Decision]:
     return found
 
 
+async def silent_too_long(session: AsyncSession, run: Run, stale_seconds: float) -> bool:
+    """Whether an active run has been silent (no start, no saved event) for longer than
+    `stale_seconds`, so its process must have died; a run awaiting approval never is."""
+    if run.status is RunStatus.awaiting_approval:
+        return False  # waiting for a person may take any time, across restarts
+    last_event = await session.scalar(
+        select(func.max(RunEvent.created_at)).where(RunEvent.run_id == run.id)
+    )
+    times = [run.created_at, run.started_at, last_event]
+    last = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in times if t)
+    return (utcnow() - last).total_seconds() > stale_seconds
+
+
+async def end_abandoned(session: AsyncSession, run: Run) -> bool:
+    """End a run its process abandoned as failed (INTERRUPTED) and release its reservation;
+    False if it had already ended."""
+    log.warning("run %s was abandoned (its process stopped); ending it", run.id)
+    error = RunError(code="INTERRUPTED", message="The server stopped during the run")
+    ended = await store.mark_run_finished(session, run.id, RunStatus.failed, error=error)
+    if ended:
+        events.run_finished(session, run.user_id, run.thread_id, run.id, "failed", None)
+        after_commit(session, lambda: metrics.observe_run_end(RunStatus.failed))
+    await billing.release(session, run.id)
+    return ended is not None
+
+
 class RunManager:
     """Starts runs as tasks of this process, and lets readers follow or stop them."""
 
@@ -244,26 +270,14 @@ class RunManager:
         run = await store.get_active_run(session, thread_id)
         if run is None or not await self.abandoned(session, run):
             return run
-        log.warning("run %s was abandoned (its process stopped); ending it", run.id)
-        error = RunError(code="INTERRUPTED", message="The server stopped during the run")
-        if await store.mark_run_finished(session, run.id, RunStatus.failed, error=error):
-            events.run_finished(session, run.user_id, run.thread_id, run.id, "failed", None)
-            after_commit(session, lambda: metrics.observe_run_end(RunStatus.failed))
-        await billing.release(session, run.id)
+        await end_abandoned(session, run)
         return None
 
     async def abandoned(self, session: AsyncSession, run: Run) -> bool:
-        if run.status is RunStatus.awaiting_approval:
-            return False  # waiting for a person may take any time, across restarts
         run_log = self._logs.get(run.id)
         if run_log is not None and not run_log.finished:
             return False
-        last_event = await session.scalar(
-            select(func.max(RunEvent.created_at)).where(RunEvent.run_id == run.id)
-        )
-        times = [run.created_at, run.started_at, last_event]
-        last = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in times if t)
-        return (utcnow() - last).total_seconds() > self.settings.run_stale_seconds
+        return await silent_too_long(session, run, self.settings.run_stale_seconds)
 
     def stop(self, run_id: str) -> bool:
         stop = self._stops.get(run_id)

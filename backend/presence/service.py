@@ -62,7 +62,7 @@ async def heartbeat(
 ) -> list[Entry]:
     """Mark the session online (a `joined` event if it was not) and answer who is online."""
     now = utcnow()
-    await _prune(session, now - timedelta(seconds=ttl))
+    await prune(session, now - timedelta(seconds=ttl))
     joined = await _upsert(session, room, user_id, session_id, data, now, ttl)
     entries = await _online(session, room, ttl)
     if joined:
@@ -75,7 +75,7 @@ async def leave(
     session: AsyncSession, room: str, user_id: str, session_id: str, ttl: float
 ) -> list[Entry]:
     """End the caller's session in the room (a `left` event if it was there); idempotent."""
-    await _prune(session, utcnow() - timedelta(seconds=ttl))
+    await prune(session, utcnow() - timedelta(seconds=ttl))
     gone = await session.execute(
         delete(presence)
         .where(
@@ -139,9 +139,10 @@ async def _upsert(
     return joined_at == now
 
 
-async def _prune(session: AsyncSession, cutoff: datetime) -> None:
-    """Delete up to `PRUNE_BATCH` offline rows, stalest first, each a `left` (timeout) event.
-    Rows another transaction is pruning are skipped (PostgreSQL), so writers never queue."""
+async def prune(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete up to `PRUNE_BATCH` rows last seen before `cutoff`, stalest first, each a `left`
+    (timeout) event; how many. Rows another transaction is pruning are skipped (PostgreSQL),
+    so writers never queue."""
     key = (presence.c.room, presence.c.session_id, presence.c.user_id)
     stale = (
         select(*key)
@@ -151,9 +152,11 @@ async def _prune(session: AsyncSession, cutoff: datetime) -> None:
         .with_for_update(skip_locked=True)
     )
     result = await session.execute(delete(presence).where(tuple_(*key).in_(stale)).returning(*key))
-    for room, session_id, user_id in result.all():
+    gone = result.all()
+    for room, session_id, user_id in gone:
         left = {"user_id": user_id, "session_id": session_id, "reason": "timeout"}
         events.presence_changed(session, room, "left", [left])
+    return len(gone)
 
 
 def _json_entry(entry: Entry) -> Entry:
