@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,26 +53,9 @@ async def get_by_clerk_id(session: AsyncSession, clerk_id: str) -> User | None:
 
 async def provision(session: AsyncSession, identity: Identity) -> User:
     """The user for this identity, created on first sight; racing first requests make one row."""
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
-    now = utcnow()
-    statement = (
-        insert(User)
-        .values(
-            id=new_id("usr"),
-            clerk_id=identity.subject,
-            email=identity.email,
-            name=identity.name,
-            image_url=identity.image_url,
-            plan="free",
-            credits=0,
-            onboarding_completed=False,
-            role="admin" if identity.is_admin else "user",
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["clerk_id"])
-    )
-    await session.execute(statement)
+    role = "admin" if identity.is_admin else "user"
+    profile = Profile(identity.subject, identity.email, identity.name, identity.image_url)
+    await session.execute(_insert_new(session, profile, role, utcnow()))
     user = await get_by_clerk_id(session, identity.subject)
     assert user is not None
     await billing.grant_monthly(session, user)  # a new user starts with the plan's credits
@@ -106,26 +91,8 @@ class Profile:
 async def upsert_profile(session: AsyncSession, profile: Profile) -> tuple[User, bool]:
     """Create or update the user with this Clerk id; True when this call created the row. A
     soft-deleted user stays deleted (Clerk's events may arrive after its `user.deleted`)."""
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
     now = utcnow()
-    statement = (
-        insert(User)
-        .values(
-            id=new_id("usr"),
-            clerk_id=profile.clerk_id,
-            email=profile.email,
-            name=profile.name,
-            image_url=profile.image_url,
-            plan="free",
-            credits=0,
-            onboarding_completed=False,
-            role="user",
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["clerk_id"])
-        .returning(User.id)
-    )
+    statement = _insert_new(session, profile, "user", now).returning(User.id)
     created = await session.scalar(statement) is not None
     user = await get_by_clerk_id(session, profile.clerk_id)
     assert user is not None
@@ -140,6 +107,26 @@ async def upsert_profile(session: AsyncSession, profile: Profile) -> tuple[User,
         user.updated_at = now
         await session.flush()
     return user, created
+
+
+def _insert_new(session: AsyncSession, profile: Profile, role: str, now: datetime) -> Any:
+    """An INSERT of a new free-plan user that does nothing when the Clerk id already has a row
+    (racing first requests, or a webhook and a token, make one row)."""
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    values = {
+        "id": new_id("usr"),
+        "clerk_id": profile.clerk_id,
+        "email": profile.email,
+        "name": profile.name,
+        "image_url": profile.image_url,
+        "plan": "free",
+        "credits": 0,
+        "onboarding_completed": False,
+        "role": role,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return insert(User).values(**values).on_conflict_do_nothing(index_elements=["clerk_id"])
 
 
 async def delete_by_clerk_id(session: AsyncSession, clerk_id: str) -> bool:
