@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -21,7 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from backend.app import create_app
 from backend.auth import issue_dev_token
 from config.settings import Settings
-from tests.support.databases import postgres_database
+from tests.support.databases import REDIS_URL, postgres_database, unavailable
 from tests.support.scripted_provider import ScriptedProvider
 from tests.support.servers import serve
 
@@ -38,6 +39,20 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """The test Redis (TEST_REDIS_URL); a test asking for it skips, or fails where services are
+    required, when it cannot be reached."""
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        unavailable("Redis", exc)
+    finally:
+        await client.aclose()
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from backend.app import create_app
@@ -21,7 +20,6 @@ from backend.events import service as events
 from config.database import Database
 from config.settings import Settings
 from tests.conftest import Users, asgi_client
-from tests.support.databases import REDIS_URL, unavailable
 from tests.support.scripted_provider import ScriptedProvider, TextReply
 from tests.support.servers import serve
 
@@ -307,18 +305,6 @@ async def test_a_finished_run_is_published_on_its_thread(
 
 
 # --- across server processes --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def redis_url() -> str:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        unavailable("Redis", exc)
-    finally:
-        await client.aclose()
-    return REDIS_URL
 
 
 @pytest.mark.redis

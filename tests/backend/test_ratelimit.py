@@ -4,28 +4,14 @@ chat requests, so a user cannot multiply the plan's limit by the number of proce
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from backend.app import create_app
 from backend.billing.plans import plan_for
 from tests.conftest import Users, asgi_client
-from tests.support.databases import REDIS_URL, unavailable
 from tests.support.scripted_provider import ScriptedProvider, TextReply
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def redis_url() -> str:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        unavailable("Redis", exc)
-    finally:
-        await client.aclose()
-    return REDIS_URL
 
 
 async def test_two_processes_share_one_count(
