@@ -17,22 +17,15 @@ from fastapi import FastAPI
 
 from config.ids import new_id
 from tests.conftest import Users
+from tests.support import cli
 from tests.support.plugins import install_example_plugin, pythonpath
 from tests.support.scripted_provider import ScriptedProvider, TextReply, ToolCall, ToolCallReply
 from tests.support.servers import serve
 
 
 def turbokit(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "DATA_DIR": str(data_dir), "ENVIRONMENT": "development", **env}
-    environment.pop("DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    """The command on the embedded SQLite database of `data_dir`."""
+    return cli.turbokit(*args, unset=["DATABASE_URL"], timeout=60, DATA_DIR=str(data_dir), **env)
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:

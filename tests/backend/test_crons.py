@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +31,7 @@ from backend.presence.models import Presence
 from backend.users.models import User
 from config.database import Database
 from tests.conftest import Users
+from tests.support import cli
 from tests.support import crons as cron_jobs
 from tests.support.databases import REDIS_URL
 from tests.support.rq_worker import own_queue, work
@@ -331,15 +331,8 @@ async def test_leftover_upload_staging_files_are_deleted_after_an_hour(
 
 
 def turbokit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "ENVIRONMENT": "development", "REDIS_URL": "", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    """The command without Redis unless `env` gives one."""
+    return cli.turbokit(*args, **{"REDIS_URL": "", **env})
 
 
 async def test_turbokit_crons_lists_and_runs_them(app: FastAPI, tmp_path: Path) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +21,7 @@ from backend.email.schemas import OutgoingEmail
 from backend.jobs import JobContext, LocalJobs, RedisJobs, RetryPolicy, make_jobs
 from backend.jobs.context import use_worker_settings
 from tests.support import jobs as test_jobs
+from tests.support.cli import turbokit
 from tests.support.databases import REDIS_URL
 from tests.support.rq_worker import own_queue, work
 
@@ -201,18 +199,6 @@ async def test_rq_jobs_build_their_own_context_from_the_worker_settings(
 
 
 # --- turbokit worker ----------------------------------------------------------------------------
-
-
-def turbokit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "ENVIRONMENT": "development", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_worker_needs_redis_url_and_says_so(tmp_path: Path) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +27,7 @@ from backend.workflows.models import WorkflowRun, WorkflowStep
 from backend.workflows.service import WorkflowContext, workflow
 from config.database import utcnow
 from tests.conftest import Users, asgi_client, make_settings
+from tests.support.cli import turbokit
 from tests.support.svix import deliver, new_secret
 from threads.models import Run, RunStatus, Thread
 
@@ -489,20 +488,13 @@ async def test_each_deletion_step_is_safe_to_repeat(wf_app: FastAPI, users: User
 
 
 def cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(data_dir),
-        "LOG_LEVEL": "WARNING",
-    }
-    environment.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "workflows", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
+    return turbokit(
+        "workflows",
+        *args,
+        unset=["REDIS_URL"],
+        DATABASE_URL=database_url,
+        DATA_DIR=str(data_dir),
+        LOG_LEVEL="WARNING",
     )
 
 
