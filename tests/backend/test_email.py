@@ -18,11 +18,12 @@ from backend.app import create_app
 from backend.email import service
 from backend.email.models import Email
 from backend.email.schemas import OutgoingEmail
-from backend.jobs import LocalJobs, RedisJobs
+from backend.jobs import RedisJobs
 from backend.jobs.context import use_worker_settings
 from config.settings import Settings
 from tests.conftest import asgi_client, make_settings
 from tests.support.databases import REDIS_URL
+from tests.support.jobs import finish_jobs
 from tests.support.resend_server import FakeResend, fake_resend
 from tests.support.rq_worker import own_queue, work
 from tests.support.svix import deliver, new_secret
@@ -86,12 +87,6 @@ async def queue(app: FastAPI, outgoing: OutgoingEmail) -> str | None:
         return await service.queue_email(session, app.state.jobs, outgoing)
 
 
-async def settle(app: FastAPI) -> None:
-    jobs = app.state.jobs
-    assert isinstance(jobs, LocalJobs)
-    await jobs.wait_idle()
-
-
 async def row(app: FastAPI, email_id: str) -> Email:
     async with app.state.db.read() as session:
         email = await session.get(Email, email_id)
@@ -105,7 +100,7 @@ async def test_an_email_is_delivered_through_resend(
     to = address()
     email_id = await queue(email_app, message(to))
     assert email_id is not None
-    await settle(email_app)
+    await finish_jobs(email_app)
 
     [sent] = resend_api.for_recipient(to)
     assert sent.headers["authorization"] == f"Bearer {API_KEY}"
@@ -130,7 +125,7 @@ async def test_queueing_the_same_key_again_is_a_no_op(
     to, key = address(), uuid.uuid4().hex
     first = await queue(email_app, message(to, key))
     again = await queue(email_app, message(to, key))
-    await settle(email_app)
+    await finish_jobs(email_app)
     assert first is not None
     assert again is None
     assert len(resend_api.for_recipient(to)) == 1
@@ -142,9 +137,9 @@ async def test_a_delivery_job_run_twice_sends_once(
     """Delivery is at least once: a second run of the job finds the email sent."""
     to = address()
     email_id = await queue(email_app, message(to))
-    await settle(email_app)
+    await finish_jobs(email_app)
     await email_app.state.jobs.enqueue(service.DELIVER_JOB, email_id)
-    await settle(email_app)
+    await finish_jobs(email_app)
     assert len(resend_api.for_recipient(to)) == 1
 
 
@@ -155,7 +150,7 @@ async def test_a_failure_worth_retrying_is_retried(
     to = address()
     email_id = await queue(email_app, message(to))
     assert email_id is not None
-    await settle(email_app)
+    await finish_jobs(email_app)
     assert len(resend_api.for_recipient(to)) == 3
     email = await row(email_app, email_id)
     assert email.status == "sent"
@@ -170,7 +165,7 @@ async def test_an_email_fails_for_good_when_its_retries_are_spent(
     to = address()
     email_id = await queue(email_app, message(to))
     assert email_id is not None
-    await settle(email_app)
+    await finish_jobs(email_app)
     assert len(resend_api.for_recipient(to)) == 3  # the first attempt and JOB_RETRIES=2
     email = await row(email_app, email_id)
     assert (email.status, email.attempts, email.provider_id) == ("failed", 3, None)
@@ -182,7 +177,7 @@ async def test_a_refused_email_fails_at_once(email_app: FastAPI, resend_api: Fak
     to = address()
     email_id = await queue(email_app, message(to))
     assert email_id is not None
-    await settle(email_app)
+    await finish_jobs(email_app)
     assert len(resend_api.for_recipient(to)) == 1
     email = await row(email_app, email_id)
     assert email.status == "failed"
@@ -195,7 +190,7 @@ async def test_a_new_clerk_user_is_welcomed_through_resend(
     to = address()
     response = await deliver(http, "/webhooks/clerk", clerk_created(to), CLERK_SECRET)
     assert response.status_code == 200, response.text
-    await settle(email_app)
+    await finish_jobs(email_app)
     [sent] = resend_api.for_recipient(to)
     assert sent.body["subject"] == "Welcome to TurboKit"
     assert "Grace Hopper" in sent.body["text"]
@@ -211,7 +206,7 @@ async def test_without_an_api_key_emails_stay_in_the_outbox_and_are_logged(
         async with application.router.lifespan_context(application):
             email_id = await queue(application, message(to))
             assert email_id is not None
-            await settle(application)
+            await finish_jobs(application)
             email = await row(application, email_id)
     assert email.status == "logged"
     assert email.provider_id is None
@@ -233,7 +228,7 @@ async def test_emails_left_queued_are_delivered_when_the_app_starts(
 
     restarted = create_app(settings, migrate=True)
     async with restarted.router.lifespan_context(restarted):
-        await settle(restarted)
+        await finish_jobs(restarted)
         async with restarted.state.db.read() as session:
             email = await session.scalar(select(Email).where(Email.to == to))
     assert email is not None

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from backend.app import create_app
 from backend.billing.models import WebhookEvent
 from backend.email.models import Email
-from backend.jobs import LocalJobs
 from backend.users.models import User
 from tests.conftest import Users, asgi_client, make_settings
+from tests.support.jobs import finish_jobs
 from tests.support.svix import deliver, new_secret, signed_headers
 
 SECRET = new_secret()
@@ -75,18 +75,12 @@ async def user_row(app: FastAPI, clerk_id: str) -> User | None:
 
 
 async def welcome_emails(app: FastAPI, user_id: str) -> list[Email]:
-    await settle(app)
+    await finish_jobs(app)
     async with app.state.db.read() as session:
         rows = await session.scalars(
             select(Email).where(Email.idempotency_key == f"welcome:{user_id}")
         )
         return list(rows)
-
-
-async def settle(app: FastAPI) -> None:
-    jobs = app.state.jobs
-    assert isinstance(jobs, LocalJobs)
-    await jobs.wait_idle()
 
 
 async def received(app: FastAPI, message_id: str) -> list[str]:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
 from backend.billing import service as billing
-from backend.jobs import JobArg, Jobs, LocalJobs, RetryPolicy
+from backend.jobs import JobArg, Jobs, RetryPolicy
 from backend.presence.models import Presence
 from backend.uploads.models import Upload
 from backend.users.models import User
@@ -28,6 +28,7 @@ from backend.workflows.service import WorkflowContext, workflow
 from config.database import utcnow
 from tests.conftest import Users, asgi_client, make_settings
 from tests.support.cli import turbokit
+from tests.support.jobs import finish_jobs
 from tests.support.svix import deliver, new_secret
 from threads.models import Run, RunStatus, Thread
 
@@ -136,12 +137,6 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never held")
 
 
-async def idle(app: FastAPI) -> None:
-    jobs = app.state.jobs
-    assert isinstance(jobs, LocalJobs)
-    await jobs.wait_idle()
-
-
 async def run_row(app: FastAPI, run_id: str) -> WorkflowRun:
     async with app.state.db.read() as session:
         run = await session.get(WorkflowRun, run_id)
@@ -166,7 +161,7 @@ async def test_a_failing_step_is_retried_and_earlier_steps_do_not_run_again(
     key = new_key()
     failures_left[key] = 1
     run_id = await start(wf_app, "test_three_steps", key)
-    await idle(wf_app)
+    await finish_jobs(wf_app)
 
     run = await run_row(wf_app, run_id)
     assert (run.status, run.attempts, run.error) == ("completed", 2, None)
@@ -191,7 +186,7 @@ async def test_after_the_last_attempt_the_run_is_failed_with_the_error(wf_app: F
     key = new_key()
     failures_left[key] = 100
     run_id = await start(wf_app, "test_three_steps", key)
-    await idle(wf_app)
+    await finish_jobs(wf_app)
 
     run = await run_row(wf_app, run_id)
     assert run.status == "failed"
@@ -213,7 +208,7 @@ async def test_after_the_last_attempt_the_run_is_failed_with_the_error(wf_app: F
     failures_left[key] = 0
     async with wf_app.state.db.write() as session:
         assert await service.retry(session, wf_app.state.jobs, run_id)
-    await idle(wf_app)
+    await finish_jobs(wf_app)
     run = await run_row(wf_app, run_id)
     assert (run.status, run.attempts) == ("completed", 1)
     assert calls[(key, "first")] == 1
@@ -411,7 +406,7 @@ async def test_a_deleted_clerk_user_loses_runs_uploads_and_presence(
 
     response = await deliver(http, "/webhooks/clerk", user_deleted(clerk_id), SECRET)
     assert response.status_code == 200, response.text
-    await idle(wf_app)
+    await finish_jobs(wf_app)
 
     async with wf_app.state.db.read() as session:
         workflow_run = await session.scalar(
@@ -448,7 +443,7 @@ async def test_a_deleted_clerk_user_loses_runs_uploads_and_presence(
     # Clerk sends it again (a new message id): the user is deleted already, nothing restarts.
     again = await deliver(http, "/webhooks/clerk", user_deleted(clerk_id), SECRET)
     assert again.status_code == 200
-    await idle(wf_app)
+    await finish_jobs(wf_app)
     async with wf_app.state.db.read() as session:
         count = await session.scalar(
             select(func.count())
@@ -504,7 +499,7 @@ async def test_cli_lists_shows_and_retries_runs(
     key = new_key()
     failures_left[key] = 100
     failed_id = await start(wf_app, "test_three_steps", key)
-    await idle(wf_app)
+    await finish_jobs(wf_app)
     # A failed account deletion (of a user with nothing left), to retry from the CLI.
     async with wf_app.state.db.write() as session:
         deletion_id, _ = await service.start(

@@ -1,13 +1,15 @@
-"""Job functions for the runner tests, importable by path as real jobs are."""
+"""Job functions for the runner tests, importable by path as real jobs are, and a wait for an
+app's in-process jobs."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
 
+from fastapi import FastAPI
 from sqlalchemy import text
 
-from backend.jobs import job_context
+from backend.jobs import LocalJobs, job_context
 
 attempts: Counter[str] = Counter()
 """How many times each key's job has run."""
@@ -32,3 +34,10 @@ async def query_database(key: str) -> None:
 
 def not_async(key: str) -> None:
     attempts[key] += 1
+
+
+async def finish_jobs(app: FastAPI) -> None:
+    """Wait until every job the app queued in-process, retries included, has run to its end."""
+    jobs = app.state.jobs
+    assert isinstance(jobs, LocalJobs)
+    await jobs.wait_idle()
