@@ -32,14 +32,7 @@ async def stripe_webhook(
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> WebhookReceived:
     """A Stripe event, verified with `STRIPE_WEBHOOK_SECRET`; each event id takes effect once."""
-    secret = settings.stripe_webhook_secret
-    if not secret:
-        raise AppError(
-            "NOT_CONFIGURED",
-            "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET",
-            503,
-            {"setting": "STRIPE_WEBHOOK_SECRET"},
-        )
+    secret = _secret(settings.stripe_webhook_secret, "Stripe", "STRIPE_WEBHOOK_SECRET")
     body = await request.body()
     try:
         verify_signature(body, stripe_signature, secret)
